@@ -8,13 +8,13 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 from pathlib import Path
 from typing import Dict, Optional, Union
 
 import torch
 from torch import nn
 
+from .registry import sha256_file
 from .spec import Checkpoint, CheckpointError, NetworkSpec
 
 WRITABLE_FORMATS = ("gankit", "rosinality")
@@ -23,14 +23,6 @@ WRITABLE_FORMATS = ("gankit", "rosinality")
 def _network_classes() -> Dict[str, type]:
     from . import stylegan2
     return {"stylegan2.Generator": stylegan2.Generator, "stylegan2.Discriminator": stylegan2.Discriminator}
-
-
-def sha256_file(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resolve(source: Union[str, Path]) -> Path:

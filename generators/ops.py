@@ -149,7 +149,18 @@ def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up: int = 1, down: int
         x = x.reshape(N, C, H * upy, W * upx)
     f = f.to(device=x.device, dtype=torch.float32)
     taps = separable_taps(f)
-    if taps is not None:
+    if taps is not None and C >= 8 and px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
+        # Many channels: two depthwise 1-D convolutions in channels-last layout are the fastest CPU path.
+        g = gain ** 0.5
+        fy, fx = taps[0] * g, taps[1] * g
+        if not flip_filter:
+            fy, fx = fy.flip(0), fx.flip(0)
+        x = x.contiguous(memory_format=torch.channels_last)
+        wx = fx.to(x.dtype).view(1, 1, 1, -1).expand(C, 1, 1, -1).contiguous(memory_format=torch.channels_last)
+        wy = fy.to(x.dtype).view(1, 1, -1, 1).expand(C, 1, -1, 1).contiguous(memory_format=torch.channels_last)
+        x = F.conv2d(x, wx, padding=(0, px0), groups=C)
+        x = F.conv2d(x, wy, padding=(py0, 0), groups=C)
+    elif taps is not None:
         g = gain ** 0.5
         fy, fx = taps[0] * g, taps[1] * g
         if not flip_filter:
@@ -260,39 +271,77 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: Optional[torch.Tensor] 
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, up: int = 1, down: int = 1,
                      padding: int = 0, resample_filter: Optional[torch.Tensor] = None, demodulate: bool = True,
-                     flip_weight: bool = True, fused_modconv: bool = False):
+                     flip_weight: bool = True, fused_modconv: Optional[bool] = None, gain: float = 1.0,
+                     w2: Optional[torch.Tensor] = None):
     """StyleGAN2 modulated convolution.
 
-    x: [N, I, H, W], weight: [O, I, kh, kw], styles: [N, I].
-    Returns ``(y, dcoefs)``: with ``fused_modconv=False`` (default, fastest for any batch) the
-    activations are scaled by the styles, one shared-weight convolution runs over the whole
-    batch, and the demodulation coefficients ``dcoefs`` [N, O] are returned *unapplied* so the
-    caller can fuse them with noise/bias/gain. With ``fused_modconv=True`` every sample gets
-    its own modulated (and demodulated) kernel in one grouped convolution and ``dcoefs`` is None.
+    x: [N, I, H, W], weight: [O, I, kh, kw], styles: [N, I]; ``gain`` scales the output
+    (folded into the weights or the demodulation, so it costs no extra pass).
+    ``w2`` = ``weight.square().sum([2, 3])`` [O, I] may be passed in (cached by the caller).
+
+    Returns ``(y, post_scale)``. ``fused_modconv=True``: every sample gets its own modulated
+    and demodulated kernel (one grouped convolution; with N = 1 a plain convolution, the
+    fastest path) and ``post_scale`` is None. ``fused_modconv=False``: the activations are
+    scaled by the styles, one shared-weight convolution runs over the whole batch (efficient
+    for any N), and the demodulation coefficients times ``gain`` are returned as ``post_scale``
+    [N, O] for the caller to fuse with bias and noise. ``None`` picks fused for N = 1.
     """
     N = x.shape[0]
     O, I, kh, kw = weight.shape
+    if fused_modconv is None:
+        fused_modconv = N == 1
     if x.dtype == torch.float16 and demodulate:  # pre-normalise to avoid fp16 overflow
         weight = weight * (1 / math.sqrt(I * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
-    dcoefs = None
+        w2 = None
+    scale = None
     if demodulate:
         # sum over (i, kh, kw) of (w[o,i] * s[n,i])^2 = s^2 @ (sum_k w^2)^T
-        w2 = weight.float().square().sum(dim=[2, 3])                          # [O, I]
-        dcoefs = (styles.float().square() @ w2.t() + 1e-8).rsqrt()             # [N, O]
+        if w2 is None:
+            w2 = weight.float().square().sum(dim=[2, 3])                        # [O, I]
+        scale = (styles.float().square() @ w2.t() + 1e-8).rsqrt()              # [N, O]
+        if gain != 1:
+            scale = scale * gain
+    elif gain != 1:
+        scale = torch.full([N, O], float(gain), device=x.device)
     if not fused_modconv:
         x = x * styles.to(x.dtype).reshape(N, -1, 1, 1)
         x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, down=down,
                             padding=padding, flip_weight=flip_weight)
-        return x, dcoefs
+        return x, scale
     w = weight.unsqueeze(0) * styles.reshape(N, 1, -1, 1, 1)                   # [N, O, I, kh, kw]
-    if demodulate:
-        w = w * dcoefs.reshape(N, -1, 1, 1, 1)
+    if scale is not None:
+        w = w * scale.reshape(N, -1, 1, 1, 1)
+    if N == 1:
+        x = conv2d_resample(x, w[0].to(x.dtype), f=resample_filter, up=up, down=down, padding=padding,
+                            flip_weight=flip_weight)
+        return x, None
     x = x.reshape(1, -1, *x.shape[2:])
     w = w.reshape(-1, I, kh, kw).to(x.dtype)
     x = conv2d_resample(x, w, f=resample_filter, up=up, down=down, padding=padding, groups=N,
                         flip_weight=flip_weight)
     return x.reshape(N, -1, *x.shape[2:]), None
+
+
+def scale_bias_noise(x: torch.Tensor, scale: Optional[torch.Tensor], bias: Optional[torch.Tensor],
+                     noise: Optional[torch.Tensor]) -> torch.Tensor:
+    """``x * scale[N, C] + bias[C] + noise`` in as few passes as possible (in place without autograd)."""
+    N, C = x.shape[:2]
+    inplace = _can_inplace(x)
+    if scale is not None and bias is not None:
+        x = torch.addcmul(bias.to(x.dtype).reshape(1, C, 1, 1), x, scale.to(x.dtype).reshape(N, C, 1, 1))
+    elif scale is not None:
+        s = scale.to(x.dtype).reshape(N, C, 1, 1)
+        x = x.mul_(s) if inplace else x * s
+    elif bias is not None:
+        b = bias.to(x.dtype).reshape(1, C, 1, 1)
+        x = x.add_(b) if inplace else x + b
+    if noise is not None:
+        x = x.add_(noise) if _can_inplace(x) else x + noise
+    return x
+
+
+HOMOGENEOUS = ("linear", "relu", "lrelu")  # act(x * g) == act(x) * g for g > 0
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:

@@ -156,32 +156,40 @@ class SynthesisLayer(nn.Module):
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
 
-    def forward(self, x, w, noise_mode="const", fused_modconv=False, gain=1.0, noise=None):
+    def _w2(self):
+        """weight.square().sum([2, 3]) [O, I]; cached while the weight cannot change under autograd."""
+        if torch.is_grad_enabled() and self.weight.requires_grad:
+            return None
+        key = (self.weight.data_ptr(), self.weight._version, self.weight.device)
+        if getattr(self, "_w2_key", None) != key:
+            self._w2_cache = self.weight.detach().float().square().sum(dim=[2, 3])
+            self._w2_key = key
+        return self._w2_cache
+
+    def forward(self, x, w, noise_mode="const", fused_modconv=None, gain=1.0, noise=None):
         """x: [N, I, H, W], w: [N, w_dim] -> [N, O, res, res]. ``noise`` overrides noise_mode."""
         if noise_mode not in ("const", "random", "none"):
             raise ValueError(f"noise_mode must be const, random or none, not {noise_mode!r}")
         N = x.shape[0]
         styles = self.affine(w)                                                 # [N, I]
-        x, dcoefs = ops.modulated_conv2d(x, self.weight, styles, up=self.up, padding=self.padding,
-                                         resample_filter=self.resample_filter,
-                                         flip_weight=(self.up == 1), fused_modconv=fused_modconv)
         g = self.act_gain * gain
+        fold = self.activation in ops.HOMOGENEOUS   # fold the gain into the conv (act(x*g) = act(x)*g)
+        x, scale = ops.modulated_conv2d(x, self.weight, styles, up=self.up, padding=self.padding,
+                                        resample_filter=self.resample_filter, flip_weight=(self.up == 1),
+                                        fused_modconv=fused_modconv, gain=g if fold else 1.0, w2=self._w2())
         if noise is None and self.use_noise and noise_mode != "none":
             if noise_mode == "random":
                 noise = torch.randn([N, 1, self.resolution, self.resolution], device=x.device, dtype=x.dtype)
             else:
                 noise = self.noise_const.to(x.dtype)[None, None]
-            noise = noise * self.noise_strength.to(x.dtype)
-        elif noise is not None:
-            noise = noise.to(x.dtype) * self.noise_strength.to(x.dtype) if self.use_noise else None
-        inplace = ops._can_inplace(x)
-        if dcoefs is not None:
-            d = dcoefs.to(x.dtype).reshape(N, -1, 1, 1)
-            x = x.mul_(d) if inplace else x * d
+        elif noise is not None and not self.use_noise:
+            noise = None
         if noise is not None:
-            x = x.add_(noise) if inplace else x + noise
+            noise = noise.to(x.dtype) * (self.noise_strength.to(x.dtype) * (g if fold else 1.0))
+        bias = self.bias * g if fold else self.bias
+        x = ops.scale_bias_noise(x, scale, bias, noise)
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return ops.bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=g, clamp=clamp)
+        return ops.bias_act(x, None, act=self.activation, gain=1.0 if fold else g, clamp=clamp)
 
 
 class ToRGBLayer(nn.Module):
@@ -195,9 +203,19 @@ class ToRGBLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size ** 2)
 
-    def forward(self, x, w, fused_modconv=False):
+    def forward(self, x, w, fused_modconv=None):
         styles = self.affine(w) * self.weight_gain                              # [N, I]
-        x, _ = ops.modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
+        if self.weight.shape[2:] == (1, 1) and fused_modconv is None:
+            # 1x1: per-sample weights [N, O, I] in one batched matmul, no pass over x for the styles
+            N, I, H, W = x.shape
+            wn = (self.weight[:, :, 0, 0].unsqueeze(0) * styles.unsqueeze(1)).to(x.dtype)   # [N, O, I]
+            if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+                y = torch.bmm(x.permute(0, 2, 3, 1).reshape(N, H * W, I), wn.transpose(1, 2))  # [N, HW, O]
+                x = y.reshape(N, H, W, -1).permute(0, 3, 1, 2)
+            else:
+                x = torch.bmm(wn, x.reshape(N, I, H * W)).reshape(N, -1, H, W)
+        else:
+            x, _ = ops.modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
         return ops.bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
 
 
@@ -231,7 +249,7 @@ class SynthesisBlock(nn.Module):
             self.skip = Conv2dLayer(in_channels, out_channels, kernel_size=1, bias=False, up=2,
                                     resample_filter=resample_filter)
 
-    def forward(self, x, img, ws, noise_mode="const", force_fp32=False, fused_modconv=False, noise=None):
+    def forward(self, x, img, ws, noise_mode="const", force_fp32=False, fused_modconv=None, noise=None):
         """ws: [N, num_conv + num_torgb, w_dim]; noise: optional list of per-layer maps."""
         w_iter = iter(ws.unbind(dim=1))
         noise = list(noise) if noise is not None else [None] * self.num_conv
@@ -239,9 +257,10 @@ class SynthesisBlock(nn.Module):
         dtype = torch.float16 if use_fp16 else torch.float32
         if self.in_channels == 0:
             x = self.const.to(dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            x = x.contiguous(memory_format=torch.channels_last)   # NHWC: the fastest conv/FIR layout
             x = self.conv1(x, next(w_iter), noise_mode, fused_modconv, noise=noise[0])
         else:
-            x = x.to(dtype)
+            x = x.to(dtype).contiguous(memory_format=torch.channels_last)
             if self.architecture == "resnet":
                 y = self.skip(x, gain=np.sqrt(0.5))
                 x = self.conv0(x, next(w_iter), noise_mode, fused_modconv, noise=noise[0])
@@ -293,7 +312,7 @@ class SynthesisNetwork(nn.Module):
             out.append((f"b{res}", "conv1", res))
         return out
 
-    def forward(self, ws, noise_mode="const", force_fp32=False, fused_modconv=False, noise=None):
+    def forward(self, ws, noise_mode="const", force_fp32=False, fused_modconv=None, noise=None):
         """ws: [N, num_ws, w_dim] -> [N, C, R, R]. ``noise``: optional list of [N or 1, 1, r, r]
         maps, one per conv layer in order (see ``noise_shapes``); overrides ``noise_mode``."""
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:

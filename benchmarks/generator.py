@@ -1,0 +1,134 @@
+"""Generator throughput: images/s of a config-f-sized StyleGAN2 and the fraction of a matmul peak.
+
+Method (see ../shared/research/perf_anchors.md): one process; for every repetition the fp32
+matmul peak (best of 3 ``torch.mm`` 2048^3) is measured before and after the timed call, and
+the achieved GFLOP/s is divided by their mean. FLOPs = 2 x MACs of every convolution and
+matmul, counted with ``torch.utils.flop_counter.FlopCounterMode`` (transposed convolutions per
+input pixel). Timed call: ``G.synthesis(ws, noise_mode="const")`` under ``no_grad`` in eval,
+after one warm-up. CPU utilisation (CPU s / wall s) and the load average are printed per
+repetition: runs below ~1.8 on 2 cores were contended and should not be compared.
+
+    python benchmarks/generator.py                      # 256 and 1024, batch 1 and 8, CPU
+    python benchmarks/generator.py --res 256 --batch 1 8 --reps 3 --device cuda
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from generators.stylegan2 import Generator  # noqa: E402
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak(device, n=2048, reps=3, dtype=torch.float32):
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    out = torch.empty(n, n, device=device, dtype=dtype)
+    best = 0.0
+    for _ in range(reps):
+        sync(device)
+        t = time.perf_counter()
+        torch.mm(a, b, out=out)
+        sync(device)
+        best = max(best, 2 * n ** 3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def config_f(res, **synthesis_kwargs):
+    return Generator(z_dim=512, w_dim=512, img_resolution=res, img_channels=3,
+                     mapping_kwargs=dict(num_layers=8),
+                     synthesis_kwargs=dict(channel_base=32768, channel_max=512, conv_clamp=256,
+                                           architecture="skip", **synthesis_kwargs))
+
+
+def count_gflop(G, ws, **kw):
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        G.synthesis(ws, noise_mode="const", **kw)
+    return fc.get_total_flops() / 1e9
+
+
+def cpu_seconds():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def loadavg():
+    try:
+        return float(open("/proc/loadavg").read().split()[0])
+    except OSError:
+        return float("nan")
+
+
+def bench(res, batch, reps, device, fused_modconv=False):
+    torch.manual_seed(0)
+    G = config_f(res).eval().requires_grad_(False).to(device)
+    z = torch.randn(batch, G.z_dim, device=device)
+    with torch.no_grad():
+        ws = G.mapping(z)
+    gflop_img = count_gflop(G, ws[:1], fused_modconv=fused_modconv)
+    with torch.no_grad():
+        G.synthesis(ws[:1], noise_mode="const", fused_modconv=fused_modconv)  # warm-up at batch 1
+        G.synthesis(ws, noise_mode="const", fused_modconv=fused_modconv)
+    rows = []
+    for _ in range(reps):
+        p0 = matmul_peak(device)
+        l0, c0 = loadavg(), cpu_seconds()
+        sync(device)
+        t = time.perf_counter()
+        with torch.no_grad():
+            G.synthesis(ws, noise_mode="const", fused_modconv=fused_modconv)
+        sync(device)
+        wall = time.perf_counter() - t
+        util = (cpu_seconds() - c0) / wall
+        p1 = matmul_peak(device)
+        gflops = gflop_img * batch / wall
+        rows.append(dict(img_s=batch / wall, gflops=gflops, peak=(p0 + p1) / 2, frac=gflops / ((p0 + p1) / 2),
+                         util=util, load=(l0, loadavg())))
+    return gflop_img, rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--res", type=int, nargs="+", default=[256, 1024])
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--fused-modconv", action="store_true", help="grouped-conv path instead of activation scaling")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
+          f"cpus {os.cpu_count()}" + (f", {torch.cuda.get_device_name()}" if device.type == "cuda" else ""))
+    print(f"matmul peak (2048^3 fp32, best of 3): {matmul_peak(device):.1f} GFLOP/s")
+    print(f"{'res':>5} {'batch':>5} {'GFLOP/img':>9} {'img/s min/med/max':>22} {'GFLOP/s med':>11} "
+          f"{'peak':>11} {'fraction min/med/max':>21} {'cpu util':>9} {'load':>9}")
+    for res in args.res:
+        for batch in args.batch:
+            gflop_img, rows = bench(res, batch, args.reps, device, args.fused_modconv)
+            ims = sorted(r["img_s"] for r in rows)
+            fr = sorted(r["frac"] for r in rows)
+            peaks = [r["peak"] for r in rows]
+            print(f"{res:>5} {batch:>5} {gflop_img:>9.1f} "
+                  f"{ims[0]:>6.3f}/{statistics.median(ims):>6.3f}/{ims[-1]:>6.3f}     "
+                  f"{statistics.median(r['gflops'] for r in rows):>11.1f} "
+                  f"{min(peaks):>5.0f}-{max(peaks):<5.0f} "
+                  f"{fr[0]:>6.2f}/{statistics.median(fr):>5.2f}/{fr[-1]:>5.2f}     "
+                  f"{min(r['util'] for r in rows):>4.2f}-{max(r['util'] for r in rows):<4.2f}"
+                  f"{min(r['load'][0] for r in rows):>5.1f}-{max(r['load'][1] for r in rows):<4.1f}",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()

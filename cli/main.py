@@ -1,0 +1,183 @@
+"""``gankit`` command line: thin wrappers over the Python API.
+
+Every error a user can cause (missing or unreadable file, wrong kind of checkpoint, unsafe
+pickle, offline download) prints one line ``gankit: error: ...`` and exits with status 1.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+
+class CLIError(click.ClickException):
+    def show(self, file=None):
+        click.echo(f"gankit: error: {self.format_message()}", err=True)
+
+
+def _user_errors():
+    from generators.spec import CheckpointError
+    from generators.registry import RegistryError
+    return (CheckpointError, RegistryError, ValueError, OSError)
+
+
+def run_safely(fn):
+    """Turn known user-facing exceptions into one-line CLI errors (no traceback)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except _user_errors() as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CLIError(msg) from None
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gankit")
+def main():
+    """gankit: StyleGAN inversion and editing toolkit."""
+
+
+def _generate(G, seeds, trunc, trunc_cutoff, class_idx, noise_mode, out, batch, device, tag="seed"):
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+    from generators import images
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if G.c_dim > 0 and class_idx is None:
+        raise CLIError(f"this generator is conditional (c_dim={G.c_dim}): pass --class K")
+    if class_idx is not None and not (0 <= class_idx < max(G.c_dim, 1)) :
+        raise CLIError(f"--class must be in [0, {G.c_dim - 1}]" if G.c_dim else "this generator is unconditional")
+    tiles, written = [], []
+    for i in tqdm(range(0, len(seeds), batch), desc="generate", unit="batch", disable=len(seeds) <= batch):
+        chunk = seeds[i:i + batch]
+        # NVIDIA's convention: z = RandomState(seed).randn(1, z_dim), so seeds give the same images.
+        z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in chunk])).float().to(device)
+        c = torch.zeros([len(chunk), G.c_dim], device=device)
+        if G.c_dim > 0:
+            c[:, class_idx] = 1
+        with torch.no_grad():
+            img = G(z, c, truncation_psi=trunc, truncation_cutoff=trunc_cutoff, noise_mode=noise_mode)
+        for s, arr in zip(chunk, images.to_uint8(img)):
+            path = out / f"{tag}{s:04d}.png"
+            images.save_image(arr, path)
+            tiles.append(arr)
+            written.append(path)
+    images.save_image(images.grid(tiles), out / "grid.png")
+    return written
+
+
+@main.command()
+@click.option("--generator", "-g", "source", required=True, help="checkpoint path, registry name or URL")
+@click.option("--seeds", default="0-7", show_default=True, help="e.g. 0-7 or 1,5,9")
+@click.option("--trunc", default=1.0, show_default=True, type=float, help="truncation psi")
+@click.option("--trunc-cutoff", default=None, type=int, help="truncate only the first N ws")
+@click.option("--class", "class_idx", default=None, type=int, help="class label for conditional models")
+@click.option("--noise-mode", default="const", show_default=True, type=click.Choice(["const", "random", "none"]))
+@click.option("--network", default="G_ema", show_default=True, type=click.Choice(["G_ema", "G"]))
+@click.option("--batch", default=8, show_default=True, type=int)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="output folder")
+@run_safely
+def generate(source, seeds, trunc, trunc_cutoff, class_idx, noise_mode, network, batch, device, out):
+    """Generate images for a list of seeds (PNGs plus grid.png)."""
+    import generators
+    from generators.images import parse_range
+
+    seeds = parse_range(seeds)
+    G = generators.load(source, device=device, network=network)
+    written = _generate(G, seeds, trunc, trunc_cutoff, class_idx, noise_mode, out, batch, device)
+    click.echo(f"wrote {len(written)} images and grid.png to {out} "
+               f"({G.img_resolution}x{G.img_resolution}, psi={trunc}, noise={noise_mode})")
+
+
+@main.command()
+@click.argument("src")
+@click.argument("dst", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", default=None, type=click.Choice(["gankit", "rosinality"]),
+              help="output format (default: from the suffix: .pt/.pth -> rosinality, else gankit)")
+@run_safely
+def convert(src, dst, fmt):
+    """Convert any readable checkpoint to gankit's format or rosinality's .pt."""
+    import generators
+
+    ckpt = generators.convert(src, dst, format=fmt)
+    click.echo(f"converted {src} ({ckpt.format}; networks {', '.join(ckpt.networks)}) -> {dst}")
+
+
+@main.command()
+@click.argument("ckpt")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@run_safely
+def info(ckpt, as_json):
+    """Format, architecture, resolution, num_ws, parameters and sha256 of a checkpoint."""
+    import generators
+
+    d = generators.info(ckpt)
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+        return
+    click.echo(f"file:    {d['source']}")
+    click.echo(f"format:  {d['format']}")
+    click.echo(f"sha256:  {d['sha256']}")
+    for name, n in d["networks"].items():
+        bits = [f"{k}={n[k]}" for k in ("architecture", "img_resolution", "img_channels", "z_dim", "w_dim",
+                                        "c_dim", "num_ws") if k in n]
+        click.echo(f"{name}: {n['kind']}  {' '.join(bits)}  parameters={n['parameters']:,}")
+        if "channels" in n:
+            click.echo("    channels: " + " ".join(f"{r}:{c}" for r, c in n["channels"].items()))
+    if "latent_avg_shape" in d:
+        click.echo(f"latent_avg: {d['latent_avg_shape']}")
+
+
+@main.command()
+@click.option("--family", default=None, help="filter by family, e.g. stylegan2-ada")
+@run_safely
+def models(family):
+    """List the official models of the registry (downloaded on first use)."""
+    from generators import registry
+
+    for m in registry.list_models():
+        if family and m["family"] != family:
+            continue
+        click.echo(f"{m['name']:<36} {m['family']:<13} {m['resolution']:>5}  {m['format']}")
+
+
+@main.command()
+@click.option("--out", "-o", default="out/demo", show_default=True, type=click.Path(file_okay=False))
+@click.option("--seeds", default="0-15", show_default=True)
+@run_safely
+def demo(out, seeds):
+    """The bundled default job. Until a trained face model is bundled: a seeded random StyleGAN2."""
+    import torch
+    import generators
+    from generators.images import parse_range
+
+    torch.manual_seed(0)
+    G = generators.Generator(z_dim=64, w_dim=64, img_resolution=64, img_channels=3,
+                             mapping_kwargs=dict(num_layers=4),
+                             synthesis_kwargs=dict(channel_base=2048, channel_max=128)).eval()
+    out = Path(out)
+    ckpt_path = out / "seeded-stylegan2-64.safetensors"
+    generators.save(G, ckpt_path)
+    G = generators.load(ckpt_path)  # exercise the round trip the real models take
+    written = _generate(G, parse_range(seeds), 1.0, None, None, "const", out, 8, "cpu")
+    n_params = sum(p.numel() for p in G.parameters())
+    click.echo("gankit demo: no trained face model is bundled yet, so this used a randomly initialised "
+               f"StyleGAN2 (torch seed 0; 64x64, {G.num_ws} ws, {n_params:,} parameters).")
+    click.echo(f"  saved the network in gankit's format: {ckpt_path}")
+    click.echo(f"  generated {len(written)} images (seeds {seeds}, NVIDIA's seed->z convention) "
+               f"and {out / 'grid.png'}")
+
+
+if __name__ == "__main__":
+    main()
