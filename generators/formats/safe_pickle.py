@@ -23,7 +23,7 @@ import io
 import os
 import pickle
 import struct
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 import numpy as np
 import torch
@@ -157,10 +157,10 @@ def _refuse(module: str, name: str, where: str = "the file") -> UnsafeCheckpoint
 class _StorageRef:
     """What the nested stream's persistent id points at, filled in once the raw data is read."""
 
-    __slots__ = ("key", "dtype", "numel", "view")
+    __slots__ = ("key", "dtype", "numel")
 
-    def __init__(self, key: str, dtype: torch.dtype, numel: int, view: Optional[Tuple[str, int, int]]):
-        self.key, self.dtype, self.numel, self.view = key, dtype, numel, view
+    def __init__(self, key: str, dtype: torch.dtype, numel: int):
+        self.key, self.dtype, self.numel = key, dtype, numel
 
 
 class _StorageUnpickler(pickle.Unpickler):
@@ -186,11 +186,9 @@ class _StorageUnpickler(pickle.Unpickler):
         prev = self._refs.setdefault(key, (stype.dtype, numel))
         if prev != (stype.dtype, numel):
             raise CheckpointError(f"storage {key!r} is declared twice with different types or sizes")
-        if view is not None:  # old torch: (view_key, offset, view_size) into the root storage
-            if not (isinstance(view, tuple) and len(view) == 3 and all(isinstance(v, (int, str)) for v in view)):
-                raise CheckpointError(f"malformed storage view metadata {view!r:.80}")
-            view = (str(view[0]), int(view[1]), int(view[2]))
-        return _StorageRef(key, stype.dtype, numel, view)
+        if view is not None:  # storage views (very old torch) are not written by any NVIDIA release
+            raise CheckpointError("tensor storage stream holds a storage view, which gankit does not support")
+        return _StorageRef(key, stype.dtype, numel)
 
 
 def load_storage_bytes(b: Any) -> torch.Tensor:
@@ -249,13 +247,7 @@ def _decode_storage(f: io.BytesIO) -> torch.Tensor:
         raise CheckpointError(f"tensor storage stream holds a {type(obj).__name__}, expected a storage")
     if obj.key not in data:
         raise CheckpointError(f"tensor storage stream has no data for storage {obj.key!r}")
-    flat = data[obj.key]
-    if obj.view is not None:
-        _vkey, start, length = obj.view
-        if start < 0 or length < 0 or start + length > flat.numel():
-            raise CheckpointError("tensor storage view reaches past its root storage")
-        flat = flat[start:start + length]
-    return flat
+    return data[obj.key]
 
 
 def _load_from_bytes(b: Any) -> torch.Tensor:
