@@ -94,6 +94,12 @@ def _bool(v: Any, what: str) -> bool:
     return bool(v)
 
 
+
+def _collect_clamp_act(layer, where, clamps, acts):
+    """Record one layer's conv_clamp and activation for the agreement checks."""
+    clamps.append((where, _clamp(_attr(layer, "conv_clamp", where), f"{where}.conv_clamp")))
+    acts.append((where, _attr(layer, "activation", where)))
+
 def _clamp(v: Any, what: str) -> Optional[float]:
     return None if v is None else _float(v, what)
 
@@ -339,8 +345,7 @@ def read_sg2_generator(gen: PersistentObject) -> NetworkSpec:
                 filters.append((f"{bw}.skip", _tensor(skip, "resample_filter", f"{bw}.skip")))
         for name, layer in layers:
             lw = f"{bw}.{name}"
-            clamps.append((lw, _clamp(_attr(layer, "conv_clamp", lw), f"{lw}.conv_clamp")))
-            acts.append((lw, _attr(layer, "activation", lw)))
+            _collect_clamp_act(layer, lw, clamps, acts)
             has_noise = _tensor(layer, "noise_const", lw, required=False) is not None
             if "use_noise" in layer.state and _bool(layer.state["use_noise"], f"{lw}.use_noise") != has_noise:
                 raise CheckpointError(f"{lw}: use_noise attribute disagrees with the presence of noise_const")
@@ -431,9 +436,7 @@ def read_sg2_discriminator(disc: PersistentObject) -> NetworkSpec:
         if skip is not None:
             filters.append((f"{bw}.skip", _tensor(skip, "resample_filter", f"{bw}.skip")))
         for name, layer in layers:
-            lw = f"{bw}.{name}"
-            clamps.append((lw, _clamp(_attr(layer, "conv_clamp", lw), f"{lw}.conv_clamp")))
-            acts.append((lw, _attr(layer, "activation", lw)))
+            _collect_clamp_act(layer, f"{bw}.{name}", clamps, acts)
 
     epi = _child(disc, "b4", where)
     ew = "D.b4"
