@@ -14,6 +14,10 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+# fp16 blocks (num_fp16_res) run on CUDA only; set True to run them on CPU too (slow; lets the fp16
+# code path be tested on a machine without a GPU).
+FP16_ON_CPU = False
+
 # name -> (function, default gain). The default gain keeps activations' variance at ~1.
 ACTIVATIONS = {
     "linear": (lambda x, inplace: x, 1.0),

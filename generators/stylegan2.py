@@ -253,7 +253,7 @@ class SynthesisBlock(nn.Module):
         """ws: [N, num_conv + num_torgb, w_dim]; noise: optional list of per-layer maps."""
         w_iter = iter(ws.unbind(dim=1))
         noise = list(noise) if noise is not None else [None] * self.num_conv
-        use_fp16 = self.use_fp16 and not force_fp32 and ws.device.type == "cuda"
+        use_fp16 = self.use_fp16 and not force_fp32 and (ws.device.type == "cuda" or ops.FP16_ON_CPU)
         dtype = torch.float16 if use_fp16 else torch.float32
         if self.in_channels == 0:
             x = self.const.to(dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
@@ -386,7 +386,8 @@ class DiscriminatorBlock(nn.Module):
 
     def forward(self, x, img, force_fp32=False):
         dev = (x if x is not None else img).device
-        dtype = torch.float16 if self.use_fp16 and not force_fp32 and dev.type == "cuda" else torch.float32
+        use_fp16 = self.use_fp16 and not force_fp32 and (dev.type == "cuda" or ops.FP16_ON_CPU)
+        dtype = torch.float16 if use_fp16 else torch.float32
         if x is not None:
             x = x.to(dtype)
         if self.in_channels == 0 or self.architecture == "skip":

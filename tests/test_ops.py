@@ -148,3 +148,23 @@ def test_update_emas_tracks_w_avg():
         w = G.mapping(z)[:, 0]
         G.mapping(z, update_emas=True)
     assert torch.allclose(G.mapping.w_avg, 0.5 * w.mean(0))
+
+
+def test_fp16_blocks_close_to_fp32(monkeypatch):
+    """The fp16 path (pre-normalised modulation, clamping) agrees with fp32 to fp16 precision."""
+    torch.manual_seed(0)
+    G = Generator(z_dim=16, w_dim=16, img_resolution=32, mapping_kwargs=dict(num_layers=2),
+                  synthesis_kwargs=dict(channel_base=512, channel_max=32, num_fp16_res=2, conv_clamp=256)).eval()
+    D = Discriminator(img_resolution=32, channel_base=512, channel_max=32, num_fp16_res=2, conv_clamp=256)
+    z = torch.randn(4, 16)
+    with torch.no_grad():
+        ref = G(z, force_fp32=True)
+        dref = D(ref, force_fp32=True)
+        monkeypatch.setattr(ops, "FP16_ON_CPU", True)
+        for fused in (None, True, False):
+            img = G(z, fused_modconv=fused)
+            assert img.dtype == torch.float32
+            err = float((img - ref).abs().max() / ref.abs().max())
+            assert err < 2e-2, (fused, err)
+        d = D(ref)
+    assert float((d - dref).abs().max()) < 2e-2 * max(1.0, float(dref.abs().max()))
