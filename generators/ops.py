@@ -276,12 +276,13 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: Optional[torch.Tensor] 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, up: int = 1, down: int = 1,
                      padding: int = 0, resample_filter: Optional[torch.Tensor] = None, demodulate: bool = True,
                      flip_weight: bool = True, fused_modconv: Optional[bool] = None, gain: float = 1.0,
-                     w2: Optional[torch.Tensor] = None):
+                     w2: Optional[torch.Tensor] = None, input_owned: bool = False):
     """StyleGAN2 modulated convolution.
 
     x: [N, I, H, W], weight: [O, I, kh, kw], styles: [N, I]; ``gain`` scales the output
     (folded into the weights or the demodulation, so it costs no extra pass).
     ``w2`` = ``weight.square().sum([2, 3])`` [O, I] may be passed in (cached by the caller).
+    ``input_owned=True`` lets the activation scaling overwrite ``x`` (the caller no longer needs it).
 
     Returns ``(y, post_scale)``. ``fused_modconv=True``: every sample gets its own modulated
     and demodulated kernel (one grouped convolution; with N = 1 a plain convolution, the
@@ -309,7 +310,8 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     elif gain != 1:
         scale = torch.full([N, O], float(gain), device=x.device)
     if not fused_modconv:
-        x = x * styles.to(x.dtype).reshape(N, -1, 1, 1)
+        s = styles.to(x.dtype).reshape(N, -1, 1, 1)
+        x = x.mul_(s) if input_owned and _can_inplace(x) else x * s
         x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, down=down,
                             padding=padding, flip_weight=flip_weight)
         return x, scale
@@ -333,7 +335,8 @@ def scale_bias_noise(x: torch.Tensor, scale: Optional[torch.Tensor], bias: Optio
     N, C = x.shape[:2]
     inplace = _can_inplace(x)
     if scale is not None and bias is not None:
-        x = torch.addcmul(bias.to(x.dtype).reshape(1, C, 1, 1), x, scale.to(x.dtype).reshape(N, C, 1, 1))
+        b, s = bias.to(x.dtype).reshape(1, C, 1, 1), scale.to(x.dtype).reshape(N, C, 1, 1)
+        x = torch.addcmul(b, x, s, out=x) if inplace else torch.addcmul(b, x, s)
     elif scale is not None:
         s = scale.to(x.dtype).reshape(N, C, 1, 1)
         x = x.mul_(s) if inplace else x * s

@@ -166,8 +166,9 @@ class SynthesisLayer(nn.Module):
             self._w2_key = key
         return self._w2_cache
 
-    def forward(self, x, w, noise_mode="const", fused_modconv=None, gain=1.0, noise=None):
-        """x: [N, I, H, W], w: [N, w_dim] -> [N, O, res, res]. ``noise`` overrides noise_mode."""
+    def forward(self, x, w, noise_mode="const", fused_modconv=None, gain=1.0, noise=None, input_owned=False):
+        """x: [N, I, H, W], w: [N, w_dim] -> [N, O, res, res]. ``noise`` overrides noise_mode.
+        ``input_owned``: x is a temporary of the caller and may be overwritten (saves memory traffic)."""
         if noise_mode not in ("const", "random", "none"):
             raise ValueError(f"noise_mode must be const, random or none, not {noise_mode!r}")
         N = x.shape[0]
@@ -176,7 +177,8 @@ class SynthesisLayer(nn.Module):
         fold = self.activation in ops.HOMOGENEOUS   # fold the gain into the conv (act(x*g) = act(x)*g)
         x, scale = ops.modulated_conv2d(x, self.weight, styles, up=self.up, padding=self.padding,
                                         resample_filter=self.resample_filter, flip_weight=(self.up == 1),
-                                        fused_modconv=fused_modconv, gain=g if fold else 1.0, w2=self._w2())
+                                        fused_modconv=fused_modconv, gain=g if fold else 1.0, w2=self._w2(),
+                                        input_owned=input_owned)
         if noise is None and self.use_noise and noise_mode != "none":
             if noise_mode == "random":
                 noise = torch.randn([N, 1, self.resolution, self.resolution], device=x.device, dtype=x.dtype)
@@ -230,6 +232,7 @@ class SynthesisBlock(nn.Module):
         self.in_channels, self.out_channels, self.w_dim = in_channels, out_channels, w_dim
         self.resolution, self.img_channels, self.is_last = resolution, img_channels, is_last
         self.architecture, self.use_fp16 = architecture, use_fp16
+        self._owns_input = False   # set by SynthesisNetwork: x comes from the previous block
         self.register_buffer("resample_filter", ops.setup_filter(resample_filter))
         self.num_conv = 0
         self.num_torgb = 0
@@ -258,17 +261,20 @@ class SynthesisBlock(nn.Module):
         if self.in_channels == 0:
             x = self.const.to(dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
             x = x.contiguous(memory_format=torch.channels_last)   # NHWC: the fastest conv/FIR layout
-            x = self.conv1(x, next(w_iter), noise_mode, fused_modconv, noise=noise[0])
+            x = self.conv1(x, next(w_iter), noise_mode, fused_modconv, noise=noise[0], input_owned=True)
         else:
+            x_in = x
             x = x.to(dtype).contiguous(memory_format=torch.channels_last)
+            owned = x is not x_in or self._owns_input   # never overwrite a tensor the user passed in
             if self.architecture == "resnet":
                 y = self.skip(x, gain=np.sqrt(0.5))
-                x = self.conv0(x, next(w_iter), noise_mode, fused_modconv, noise=noise[0])
-                x = self.conv1(x, next(w_iter), noise_mode, fused_modconv, gain=np.sqrt(0.5), noise=noise[1])
+                x = self.conv0(x, next(w_iter), noise_mode, fused_modconv, noise=noise[0], input_owned=owned)
+                x = self.conv1(x, next(w_iter), noise_mode, fused_modconv, gain=np.sqrt(0.5), noise=noise[1],
+                               input_owned=True)
                 x = y.add_(x) if ops._can_inplace(y) else y + x
             else:
-                x = self.conv0(x, next(w_iter), noise_mode, fused_modconv, noise=noise[0])
-                x = self.conv1(x, next(w_iter), noise_mode, fused_modconv, noise=noise[1])
+                x = self.conv0(x, next(w_iter), noise_mode, fused_modconv, noise=noise[0], input_owned=owned)
+                x = self.conv1(x, next(w_iter), noise_mode, fused_modconv, noise=noise[1], input_owned=True)
         if img is not None:
             img = ops.upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == "skip":
@@ -298,6 +304,7 @@ class SynthesisNetwork(nn.Module):
                                    is_last=(res == img_resolution), architecture=architecture,
                                    resample_filter=resample_filter, conv_clamp=conv_clamp,
                                    use_fp16=(res >= fp16_resolution), use_noise=use_noise, activation=activation)
+            block._owns_input = True
             self.num_ws += block.num_conv
             if res == img_resolution:
                 self.num_ws += block.num_torgb
