@@ -134,3 +134,14 @@ def test_offline_registry_model(tmp_path):
     if "no such file or registry model" in p.stderr:
         pytest.skip("registry name differs")
     assert_one_line_error(p, "https://", "local file")
+
+
+def test_truncated_gankit_file(tmp_path):
+    torch.manual_seed(0)
+    G = generators.Generator(z_dim=4, w_dim=4, img_resolution=8, mapping_kwargs=dict(num_layers=1),
+                             synthesis_kwargs=dict(channel_base=32, channel_max=4))
+    generators.save(G, tmp_path / "g.safetensors")
+    data = (tmp_path / "g.safetensors").read_bytes()
+    for cut in (len(data) // 2, 20):
+        (tmp_path / "cut.safetensors").write_bytes(data[:cut])
+        assert_one_line_error(run("info", tmp_path / "cut.safetensors", check_ok=False), "truncated")

@@ -73,3 +73,20 @@ def test_save_module_roundtrip(tmp_path):
     with torch.no_grad():
         assert torch.equal(G(z), G1(z))
     assert not list(tmp_path.glob("*.tmp")), "temp files left behind"
+
+
+def test_safetensors_header_length_starting_with_pickle_byte(tmp_path):
+    """A gankit file whose header length happens to start with 0x80 is still read as safetensors."""
+    from generators.formats import sniff
+    torch.manual_seed(0)
+    G = generators.Generator(z_dim=4, w_dim=4, img_resolution=4, mapping_kwargs=dict(num_layers=1),
+                             synthesis_kwargs=dict(channel_base=16, channel_max=4))
+    for pad in range(300):  # vary the JSON header length until its low byte is 0x80
+        G.gankit_meta = {"note": "x" * pad}
+        generators.save(G, tmp_path / "g.safetensors")
+        if (tmp_path / "g.safetensors").read_bytes()[0] == 0x80:
+            break
+    assert (tmp_path / "g.safetensors").read_bytes()[0] == 0x80
+    assert sniff(tmp_path / "g.safetensors") == "safetensors"
+    assert torch.equal(generators.load(tmp_path / "g.safetensors").state_dict()["synthesis.b4.const"],
+                       G.state_dict()["synthesis.b4.const"])

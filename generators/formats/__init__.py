@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -24,19 +26,29 @@ _LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
 
 
 def sniff(path: Union[str, Path]) -> str:
-    """'safetensors', 'torch-zip', 'pickle' or 'unknown', from the first bytes."""
+    """'safetensors', 'torch-zip', 'pickle', 'empty' or 'unknown', from the first bytes."""
     with open(path, "rb") as f:
         head = f.read(16)
-    if len(head) == 0:
-        return "empty"
-    if head[:4] == b"PK\x03\x04":
-        return "torch-zip"
+        if len(head) == 0:
+            return "empty"
+        if head[:4] == b"PK\x03\x04":
+            return "torch-zip"
+        # safetensors: u64 header length, then a JSON header. Checked before pickle: the length's
+        # first byte may happen to be 0x80, pickle's PROTO opcode.
+        if len(head) >= 9 and head[8:9] == b"{":
+            n = int.from_bytes(head[:8], "little")
+            size = os.fstat(f.fileno()).st_size
+            if 2 <= n < 100_000_000 and n > size - 8:
+                return "safetensors"   # cut short: read_gankit reports it as truncated
+            if 2 <= n < 100_000_000:
+                f.seek(8)
+                try:
+                    json.loads(f.read(n))
+                    return "safetensors"
+                except ValueError:
+                    pass
     if head[:1] == b"\x80":
         return "pickle"
-    if len(head) >= 9 and head[8:9] == b"{":
-        n = int.from_bytes(head[:8], "little")
-        if 2 <= n < 100_000_000:
-            return "safetensors"
     return "unknown"
 
 
