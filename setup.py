@@ -14,6 +14,7 @@ setup(
         "generators",
         "generators.formats",
         "inversion",
+        "inversion.faces",
         "encoders",
         "editing",
         "cli",
@@ -28,6 +29,7 @@ setup(
         "click>=8.0",
         "tqdm>=4.60",
         "scikit-learn>=1.1",
+        "scipy>=1.8",  # face alignment: the FFHQ padding blur (scipy.ndimage.gaussian_filter)
         "lpips>=0.1.4",
         "dlib-bin>=19.24",
         "face-recognition-models>=0.3.0",

@@ -179,5 +179,122 @@ def demo(out, seeds):
                f"and {out / 'grid.png'}")
 
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".jfif", ".ppm", ".pgm"}
+
+
+def _expand_inputs(inputs):
+    """Files as given; folders expand to the image files directly inside them (sorted)."""
+    paths = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            paths += sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            paths.append(p)
+    return paths
+
+
+def _unique_stem(path, used):
+    stem = path.stem
+    if stem in used:
+        stem = f"{path.stem}_{path.suffix.lstrip('.').lower() or 'noext'}"
+    base, k = stem, 2
+    while stem in used:
+        stem, k = f"{base}-{k}", k + 1
+    used.add(stem)
+    return stem
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="output folder")
+@click.option("--size", default=None, type=click.IntRange(min=1),
+              help="output size in pixels  [default: the preset's, ffhq 1024, psp 256]")
+@click.option("--preset", default="ffhq", show_default=True, type=click.Choice(["ffhq", "psp"]),
+              help="ffhq: NVlabs/ffhq-dataset (rendered at 4x, LANCZOS down); psp: pSp/e4e 256, no supersampling")
+@click.option("--faces", "face", default="largest", show_default=True,
+              help="largest | best (detector score) | all | K (index in score order)")
+@click.option("--backend", default="dlib", show_default=True, type=click.Choice(["dlib", "dlib-cnn", "fan"]))
+@click.option("--transform-size", default=None, type=click.IntRange(min=1),
+              help="size of the QUAD render before the final resize  [default: size x 4 for ffhq, size for psp]")
+@click.option("--no-padding", is_flag=True, help="no reflect/blur/fade padding (black outside the photo)")
+@click.option("--upsample", default=None, type=click.IntRange(min=0),
+              help="detector upsampling  [default: 1 for dlib (the references'), 0 for dlib-cnn]")
+@click.option("--min-face", default=0.0, type=float, show_default=True,
+              help="ignore faces whose detection box is smaller than this (pixels)")
+@click.option("--fix-roll", default=None, type=click.FloatRange(min=0),
+              help="re-predict landmarks upright for faces tilted by at least this many degrees "
+                   "(not in the FFHQ reference; e.g. 20)")
+@run_safely
+def align(inputs, out, size, preset, face, backend, transform_size, no_padding, upsample, min_face, fix_roll):
+    """Align faces the FFHQ way: OUT/<stem>.png + OUT/<stem>.json (with --faces all: <stem>_<k>).
+
+    Keeps going past files that fail; ends with a one-line summary and exit status 1 if any failed.
+    """
+    from tqdm import tqdm
+    from inversion import faces as F
+
+    F.resolve_sizes(preset, size, transform_size)          # bad sizes fail before any work
+    choice = F.landmarks.parse_face_choice(face)
+    F.landmarks.get_backend(backend, upsample)              # a missing model fails once, up front
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = _expand_inputs(inputs)
+    if not paths:
+        raise CLIError("no input images (folders are searched for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ")")
+    counts = {"no face": 0, "unreadable": 0, "too small": 0, "other errors": 0}
+    n_faces = n_ok = 0
+    used = set()
+    for path in tqdm(paths, desc="align", unit="img", disable=None):
+        stem = _unique_stem(path, used)
+        try:
+            res = F.align_face(path, size, preset, backend, choice, transform_size=transform_size,
+                               enable_padding=not no_padding, upsample=upsample, min_face_size=min_face,
+                               fix_roll=fix_roll)
+            pairs = res if choice == "all" else [res]
+            for aligned, rec in pairs:
+                name = f"{stem}_{rec['face']['index']}.png" if choice == "all" else f"{stem}.png"
+                F.save_aligned(aligned, rec, out / name)
+            n_faces += len(pairs)
+            n_ok += 1
+            continue
+        except F.UnreadableImageError as e:
+            kind, msg = "unreadable", str(e)
+        except F.NoFaceError as e:
+            kind, msg = "no face", str(e)
+        except F.FaceTooSmallError as e:
+            kind, msg = "too small", str(e)
+        except MemoryError:
+            kind, msg = "other errors", "out of memory"
+        except Exception as e:  # keep going past any other failure, reported in one line
+            kind = "other errors"
+            msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if not msg.startswith(str(path)):
+            msg = f"{path}: {msg}"
+        tqdm.write(f"gankit: error: {msg}", file=sys.stderr)
+        counts[kind] += 1
+    failed = sum(counts.values())
+    click.echo(f"aligned {n_faces} face(s) from {n_ok} of {len(paths)} file(s) into {out}; "
+               + ", ".join(f"{k}: {v}" for k, v in counts.items()))
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("photo")
+@click.argument("edited")
+@click.argument("record")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="output image (.png keeps it lossless)")
+@click.option("--blend", default="feather", show_default=True, type=click.Choice(["feather", "poisson"]))
+@run_safely
+def paste(photo, edited, record, out, blend):
+    """Paste an edited aligned face back into PHOTO using the alignment RECORD (.json)."""
+    from inversion import faces as F
+
+    result = F.paste_back(photo, edited, record, blend=blend)
+    F.save_image(result, out)
+    click.echo(f"pasted {edited} into {photo} ({blend}) -> {out} (upright: EXIF orientation applied)")
+
+
 if __name__ == "__main__":
     main()

@@ -21,8 +21,10 @@ WRITABLE_FORMATS = ("gankit", "rosinality")
 
 
 def _network_classes() -> Dict[str, type]:
-    from . import stylegan2
-    return {"stylegan2.Generator": stylegan2.Generator, "stylegan2.Discriminator": stylegan2.Discriminator}
+    from . import stylegan1, stylegan2, stylegan3
+    return {"stylegan2.Generator": stylegan2.Generator, "stylegan2.Discriminator": stylegan2.Discriminator,
+            "stylegan1.Generator": stylegan1.Generator, "stylegan1.Discriminator": stylegan1.Discriminator,
+            "stylegan3.Generator": stylegan3.Generator}
 
 
 def resolve(source: Union[str, Path]) -> Path:
@@ -121,8 +123,7 @@ def save(G: Union[nn.Module, Dict[str, nn.Module]], path: Union[str, Path], form
 
 
 def _disc_type():
-    from .stylegan2 import Discriminator
-    return Discriminator
+    return tuple(cls for kind, cls in _network_classes().items() if kind.endswith(".Discriminator"))
 
 
 def convert(src: Union[str, Path], dst: Union[str, Path], format: Optional[str] = None) -> Checkpoint:

@@ -9,6 +9,7 @@ work when no gradient is needed, separable FIR, demodulation as one small matmul
 from __future__ import annotations
 
 import math
+import threading
 from typing import Optional, Sequence, Union
 
 import torch
@@ -353,3 +354,352 @@ HOMOGENEOUS = ("linear", "relu", "lrelu")  # act(x * g) == act(x) * g for g > 0
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
+
+
+# ----------------------------------------------------------------------------------------
+# Polyphase FIR resampling and the filtered leaky ReLU (StyleGAN3)
+#
+# NVIDIA's reference inserts zeros, filters at the up-sampled rate and then throws away 3 of
+# every 4 down-filtered samples. Here nothing is computed that is not needed:
+#   * along W (the inner spatial axis of channels-last tensors) up-sampling is a depthwise
+#     stride-``up`` transposed convolution (each output meets only the taps that hit input
+#     samples: polyphase, written interleaved) and down-sampling is a depthwise convolution
+#     with stride ``down`` (only kept samples);
+#   * along H every output row is a short combination of input rows, so a strip of rows is
+#     one small matrix product A @ X with X = [rows, W * C]: polyphase up- or strided
+#     down-sampling with interleaving for free, run by BLAS at memory speed;
+#   * the filtered leaky ReLU runs in strips of output rows, so its up-sampled intermediate
+#     stays in cache and the element-wise work is done in place.
+
+_FIR_CACHE: "dict" = {}
+
+
+def _cached(key, make):
+    v = _FIR_CACHE.get(key)
+    if v is None:
+        if len(_FIR_CACHE) > 1024:
+            _FIR_CACHE.clear()
+        v = _FIR_CACHE[key] = make()
+    return v
+
+
+def _corr_taps(f: Optional[torch.Tensor], flip_filter: bool = False) -> tuple:
+    """1-D correlation taps (NVIDIA's filters are convolutions unless ``flip_filter``)."""
+    if f is None:
+        return (1.0,)
+    t = f.detach().to(torch.float64).cpu().reshape(-1).tolist()
+    return tuple(t if flip_filter else t[::-1])
+
+
+def up_matrix(taps: Sequence[float], up: int, pad0: int, out_start: int, out_len: int, in_start: int,
+              in_len: int) -> torch.Tensor:
+    """[out_len, in_len] float64 matrix of "insert up-1 zeros, pad by pad0, correlate with taps"
+    from input samples [in_start, ...) to output samples [out_start, ...) (zeros elsewhere)."""
+    K = len(taps)
+    m = torch.arange(out_start, out_start + out_len).unsqueeze(1)
+    i = torch.arange(in_start, in_start + in_len).unsqueeze(0)
+    j = pad0 + i * up - m                                   # tap that input i meets at output m
+    t = torch.tensor(list(taps), dtype=torch.float64)
+    return torch.where((j >= 0) & (j < K), t[j.clamp(0, K - 1)], torch.zeros((), dtype=torch.float64))
+
+
+def down_matrix(taps: Sequence[float], down: int, out_len: int, in_len: int) -> torch.Tensor:
+    """[out_len, in_len] float64 matrix of "correlate with taps, keep every down-th sample"."""
+    K = len(taps)
+    j = torch.arange(in_len).unsqueeze(0) - torch.arange(out_len).unsqueeze(1) * down
+    t = torch.tensor(list(taps), dtype=torch.float64)
+    return torch.where((j >= 0) & (j < K), t[j.clamp(0, K - 1)], torch.zeros((), dtype=torch.float64))
+
+
+def fir_rows(x: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """Mix the rows (H axis) of a channels-last [N, C, H, W] tensor: out[:, :, r] = sum_h A[r, h] x[:, :, h].
+
+    One matrix product per sample on [H, W*C]; returns a channels-last [N, C, R, W] tensor.
+    """
+    N, C, H, W = x.shape
+    X = x.permute(0, 2, 3, 1).reshape(N, H, W * C)          # a view for channels-last input
+    A = A.to(dtype=x.dtype, device=x.device)
+    Y = torch.matmul(A, X[0]).unsqueeze(0) if N == 1 else torch.matmul(A, X)
+    return Y.view(N, A.shape[0], W, C).permute(0, 3, 1, 2)
+
+
+def up_cols(x: torch.Tensor, taps: Sequence[float], up: int, pad0: int, out_len: int) -> torch.Tensor:
+    """Up-sample the W axis of channels-last x: insert up-1 zeros, pad by pad0, correlate with taps,
+    keep output samples [0, out_len). Polyphase: one depthwise stride-``up`` transposed convolution."""
+    N, C, H, W = x.shape
+    K = len(taps)
+    if up == 1 and K == 1:
+        y = _axis_window(x, -pad0, out_len)
+        return y if taps[0] == 1.0 else y * taps[0]
+    # transposed conv (weight = reversed correlation taps): out[m] = convT[m + K - 1 - pad0]
+    q0 = K - 1 - pad0
+    L = (W - 1) * up + K
+    eL = -(-max(0, -q0) // up)
+    eR = -(-max(0, q0 + out_len - L) // up)
+    if eL or eR:
+        x = F.pad(x, [eL, eR])
+        q0 += eL * up
+        L += (eL + eR) * up
+    P = max(0, min(q0, L - (q0 + out_len)))
+    w = _cached(("upc", tuple(taps), C, x.dtype, x.device), lambda: torch.tensor(
+        list(taps)[::-1], dtype=torch.float64).to(dtype=x.dtype, device=x.device).view(1, 1, 1, K)
+        .expand(C, 1, 1, K).contiguous())
+    y = F.conv_transpose2d(x, w, stride=(1, up), padding=(0, P), groups=C)
+    return y.narrow(3, q0 - P, out_len)
+
+
+def _axis_window(x: torch.Tensor, start: int, length: int) -> torch.Tensor:
+    """Columns [start, start + length) of x along W, zero outside."""
+    W = x.shape[3]
+    a, b = max(start, 0), min(start + length, W)
+    y = x.narrow(3, a, max(b - a, 0))
+    if a - start or start + length - b:
+        y = F.pad(y, [a - start, start + length - b])
+    return y
+
+
+def down_cols(x: torch.Tensor, taps: Sequence[float], down: int) -> torch.Tensor:
+    """Correlate the W axis with taps and keep every ``down``-th sample (strided depthwise conv)."""
+    C, K = x.shape[1], len(taps)
+    if K == 1 and down == 1:
+        return x if taps[0] == 1.0 else x * taps[0]
+    w = _cached(("dnc", tuple(taps), C, x.dtype, x.device), lambda: torch.tensor(
+        list(taps), dtype=torch.float64).to(dtype=x.dtype, device=x.device).view(1, 1, 1, K)
+        .expand(C, 1, 1, K).contiguous(memory_format=torch.channels_last))
+    return F.conv2d(x, w, stride=(1, down), groups=C)
+
+
+def _lrelu_clamp(x: torch.Tensor, slope: float, gain: float, clamp: Optional[float], inplace: bool) -> torch.Tensor:
+    if slope != 1:
+        x = F.leaky_relu_(x, slope) if inplace else F.leaky_relu(x, slope)
+    if gain != 1:
+        x = x.mul_(gain) if inplace else x * gain
+    if clamp is not None:
+        x = x.clamp_(-clamp, clamp) if inplace else x.clamp(-clamp, clamp)
+    return x
+
+
+# Target size (bytes) of the up-sampled intermediate per strip of the filtered leaky ReLU.
+FLRELU_STRIP_BYTES = {"cpu": 16 << 20, "cuda": 256 << 20}
+
+
+def _sep_taps(f: Optional[torch.Tensor], flip_filter: bool):
+    """(taps_y, taps_x) correlation taps of a 1-D or separable 2-D filter; None if not separable."""
+    if f is None or f.ndim == 1:
+        t = _corr_taps(f, flip_filter)
+        return t, t
+    sep = separable_taps(f.detach().to(torch.float64).cpu())
+    if sep is None:
+        return None
+    return _corr_taps(sep[0], flip_filter), _corr_taps(sep[1], flip_filter)
+
+
+def filtered_lrelu(x: torch.Tensor, fu: Optional[torch.Tensor] = None, fd: Optional[torch.Tensor] = None,
+                   b: Optional[torch.Tensor] = None, up: int = 1, down: int = 1,
+                   padding: Union[int, Sequence[int]] = 0, gain: float = math.sqrt(2), slope: float = 0.2,
+                   clamp: Optional[float] = None, flip_filter: bool = False, input_owned: bool = False,
+                   strip_bytes: Optional[int] = None) -> torch.Tensor:
+    """NVIDIA's ``filtered_lrelu``: add bias ``b``; up-sample (insert up-1 zeros, pad by ``padding``
+    = [x0, x1, y0, y1] (negative = crop), FIR ``fu`` with gain up^2); ``clamp(lrelu(.) * gain)``;
+    FIR ``fd`` and keep every ``down``-th sample. fu, fd: 1-D (separable) or 2-D taps, or None.
+
+    Polyphase / strided throughout (see above), in strips of output rows, in place where autograd
+    allows. ``input_owned``: x is a temporary of the caller and may be overwritten.
+    """
+    if isinstance(padding, int):
+        padding = [padding] * 4
+    if len(padding) == 2:
+        padding = [padding[0], padding[0], padding[1], padding[1]]
+    px0, px1, py0, py1 = [int(p) for p in padding]
+    up, down = int(up), int(down)
+    N, C, H, W = x.shape
+    need_grad = torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))
+    ut = _sep_taps(fu, flip_filter)
+    if ut is None:  # non-separable up filter (never in StyleGAN3): the reference formula
+        if b is not None:
+            x = x + b.to(x.dtype).reshape(1, -1, 1, 1)
+        x = upfirdn2d(x, fu, up=up, padding=[px0, px1, py0, py1], gain=up ** 2, flip_filter=flip_filter)
+        x = _lrelu_clamp(x, slope, gain, clamp, inplace=not need_grad)
+        return upfirdn2d(x, fd, down=down, flip_filter=flip_filter)
+    uty, utx = tuple(v * up for v in ut[0]), tuple(v * up for v in ut[1])
+    dt = _sep_taps(fd, flip_filter)
+    fd2 = None
+    if dt is None:                                    # e.g. StyleGAN3-R's radial down filter
+        fd2 = fd if flip_filter else fd.flip([0, 1])
+        Kdy, Kdx = fd.shape
+        fd_key = (Kdy, Kdx, tuple(fd2.detach().reshape(-1).tolist()))
+    else:
+        Kdy, Kdx = len(dt[0]), len(dt[1])
+    Kuy, Kux = len(uty), len(utx)
+    Th = H * up + py0 + py1 - Kuy + 1
+    Tw = W * up + px0 + px1 - Kux + 1
+    Ho = (Th - Kdy) // down + 1
+    Wo = (Tw - Kdx) // down + 1
+    if Ho <= 0 or Wo <= 0:
+        raise ValueError(f"filtered_lrelu: empty output ({Ho}x{Wo}) for input {H}x{W}")
+
+    if b is not None:
+        b = b.to(x.dtype).reshape(1, -1, 1, 1)
+        x = x.add_(b) if (input_owned and not need_grad) else x + b
+        input_owned = True
+    x = x.contiguous(memory_format=torch.channels_last)
+    dev, dtype = x.device, x.dtype
+    identity_up = up == 1 and Kuy == 1 and Kux == 1 and uty[0] == 1.0 and utx[0] == 1.0
+
+    def strip(o0: int, o1: int) -> torch.Tensor:
+        t0, t1 = o0 * down, (o1 - 1) * down + Kdy               # up-sampled rows these outputs need
+        r0 = max(0, -(-(t0 - py0) // up))                        # input rows that reach them
+        r1 = min(H, (t1 - 1 - py0 + Kuy - 1) // up + 1)
+        if identity_up:
+            y = x.narrow(2, t0 - py0, t1 - t0) if py0 <= t0 and t1 - py0 <= H else \
+                F.pad(x, [0, 0, max(py0, 0), max(py1, 0)]).narrow(2, t0 - min(py0, 0), t1 - t0)
+            y = _axis_window(y, -px0, Tw)
+            inplace = not need_grad and (input_owned and (o0, o1) == (0, Ho) or
+                                         y.untyped_storage().data_ptr() != x.untyped_storage().data_ptr())
+        elif r1 <= r0:                                           # only padding reaches these rows
+            y = x.new_zeros([N, t1 - t0, Tw, C]).permute(0, 3, 1, 2)
+            inplace = not need_grad
+        else:
+            y = up_cols(x.narrow(2, r0, r1 - r0), utx, up, px0, Tw)
+            A = _cached(("upr", uty, up, py0 + r0 * up - t0, t1 - t0, r1 - r0, dtype, dev),
+                        lambda: up_matrix(uty, up, py0, t0, t1 - t0, r0, r1 - r0).to(dtype=dtype, device=dev))
+            y = fir_rows(y, A)
+            inplace = not need_grad
+        y = _lrelu_clamp(y, slope, gain, clamp, inplace=inplace)
+        if fd2 is not None:
+            w2 = _cached(("fd2", fd_key, C, dtype, dev),
+                         lambda: fd2.to(dtype=dtype, device=dev)[None, None].expand(C, 1, Kdy, Kdx)
+                         .contiguous(memory_format=torch.channels_last))
+            return F.conv2d(y, w2, stride=down, groups=C)
+        if Kdy > 1 or down > 1 or dt[0][0] != 1.0:
+            D = _cached(("dnr", dt[0], down, o1 - o0, t1 - t0, dtype, dev),
+                        lambda: down_matrix(dt[0], down, o1 - o0, t1 - t0).to(dtype=dtype, device=dev))
+            y = fir_rows(y, D)
+        return down_cols(y, dt[1], down)
+
+    if not need_grad and dev.type == "cpu" and not identity_up:
+        limit = FLRELU_ROLLING_BYTES if strip_bytes is None else strip_bytes
+        step = max(1, min(Ho, limit // max(1, C * Tw * x.element_size() * down)))
+        out = torch.empty([N, Ho, Wo, C], dtype=dtype, device=dev).permute(0, 3, 1, 2)
+        for n in range(N):
+            _flrelu_rolling(x[n:n + 1], out[n:n + 1], step, up, down, px0, py0, Th, Tw, uty, utx, dt, fd2,
+                            fd_key if fd2 is not None else None, slope, gain, clamp)
+        return out
+    limit = FLRELU_STRIP_BYTES.get(dev.type, 64 << 20) if strip_bytes is None else strip_bytes
+    per_row = max(1, N * C * Tw * x.element_size() * down)     # up-sampled bytes per output row
+    step = max(1, min(Ho, limit // per_row))
+    if step >= Ho:
+        return strip(0, Ho).contiguous(memory_format=torch.channels_last)
+    if need_grad:
+        return torch.cat([strip(o0, min(Ho, o0 + step)) for o0 in range(0, Ho, step)], dim=2) \
+            .contiguous(memory_format=torch.channels_last)
+    out = torch.empty([N, Ho, Wo, C], dtype=dtype, device=dev).permute(0, 3, 1, 2)
+    for o0 in range(0, Ho, step):
+        o1 = min(Ho, o0 + step)
+        out[:, :, o0:o1].copy_(strip(o0, o1))
+    return out
+
+
+# Up-sampled bytes computed per step of the rolling CPU path (small: the working set stays in cache).
+FLRELU_ROLLING_BYTES = 8 << 20
+
+_WORKSPACE = threading.local()
+
+
+def _workspace(name: str, numel: int, dtype, device) -> torch.Tensor:
+    """A reusable flat buffer (per thread): large fresh allocations cost page faults on every call."""
+    cache = getattr(_WORKSPACE, "bufs", None)
+    if cache is None:
+        cache = _WORKSPACE.bufs = {}
+    key = (name, dtype, device)
+    buf = cache.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = cache[key] = torch.empty(numel, dtype=dtype, device=device)
+    return buf[:numel]
+
+
+class _RowWindow:
+    """Rows [start, start + n) of a long [rows, width] signal in a reusable buffer; old rows are
+    dropped by moving the still-needed ones to the front when the buffer is full."""
+
+    def __init__(self, name, cap, width, dtype, device):
+        self.buf = _workspace(name, cap * width, dtype, device).view(cap, width)
+        self.cap, self.start, self.n = cap, 0, 0
+
+    def rows(self, a, b):
+        return self.buf[a - self.start:b - self.start]
+
+    def reserve(self, keep_from, end):
+        """Make room for rows up to ``end`` keeping rows >= keep_from; returns the slice for rows [start+n, end)."""
+        if end - self.start > self.cap:
+            k0 = max(keep_from, self.start)
+            kept = self.start + self.n - k0
+            if kept > 0:
+                src = self.buf[k0 - self.start:k0 - self.start + kept]
+                if k0 - self.start >= kept:
+                    self.buf[:kept].copy_(src)
+                else:
+                    self.buf[:kept].copy_(src.clone())
+            self.start, self.n = k0, max(kept, 0)
+            if end - self.start > self.cap:
+                raise RuntimeError("row window too small")
+        a = self.start + self.n
+        self.n = end - self.start
+        return self.buf[a - self.start:end - self.start]
+
+
+def _flrelu_rolling(x, out, step, up, down, px0, py0, Th, Tw, uty, utx, dt, fd2, fd_key, slope, gain, clamp):
+    """One sample of ``filtered_lrelu`` without autograd, ``step`` output rows at a time, nothing twice.
+
+    Every intermediate row is computed once and kept in a small window while later outputs still
+    need it: W-up-sampled input rows U (transposed conv) -> new up-sampled rows T = A_up @ U (one
+    GEMM), activation in place on the new rows only -> output rows = A_down @ T (one GEMM) ->
+    strided W filter (or the 2-D radial filter) -> ``out``.
+    """
+    _, C, H, W = x.shape
+    Ho = out.shape[2]
+    dtype, dev = x.dtype, x.device
+    Kuy = len(uty)
+    Kdy = fd2.shape[0] if fd2 is not None else len(dt[0])
+    row = Tw * C
+    t_need = (step - 1) * down + Kdy                       # up-sampled rows behind one step of outputs
+    u_need = -(-t_need // up) + Kuy
+    T = _RowWindow("flrelu_T", 3 * t_need + 8, row, dtype, dev)
+    U = _RowWindow("flrelu_U", 3 * u_need + 8, row, dtype, dev)
+    U.start = T.start = 0
+    for o0 in range(0, Ho, step):
+        o1 = min(Ho, o0 + step)
+        t0, t1 = o0 * down, (o1 - 1) * down + Kdy
+        t_hi = T.start + T.n
+        if t1 > t_hi:
+            a = max(t0, t_hi)                                        # new up-sampled rows [a, t1)
+            r0 = min(max(0, -(-(a - py0) // up)), H)
+            r1 = max(min(H, (t1 - 1 - py0 + Kuy - 1) // up + 1), r0)
+            if T.n == 0:
+                T.start = a
+            dst = T.reserve(t0, t1)
+            if r1 <= r0:
+                dst.zero_()
+            else:
+                u_hi = U.start + U.n
+                if U.n == 0 or r0 > u_hi:
+                    U.start, U.n, u_hi = r0, 0, r0
+                if r1 > u_hi:
+                    new = up_cols(x.narrow(2, u_hi, r1 - u_hi), utx, up, px0, Tw)
+                    U.reserve(r0, r1).view(1, r1 - u_hi, Tw, C).copy_(new.permute(0, 2, 3, 1))
+                A = _cached(("upr", uty, up, py0 + r0 * up - a, t1 - a, r1 - r0, dtype, dev),
+                            lambda: up_matrix(uty, up, py0, a, t1 - a, r0, r1 - r0).to(dtype=dtype, device=dev))
+                torch.mm(A, U.rows(r0, r1), out=dst)
+            _lrelu_clamp(dst, slope, gain, clamp, inplace=True)
+        Tv = T.rows(t0, t1)
+        if fd2 is not None:
+            w2 = _cached(("fd2", fd_key, C, dtype, dev),
+                         lambda: fd2.to(dtype=dtype, device=dev)[None, None].expand(C, 1, *fd2.shape)
+                         .contiguous(memory_format=torch.channels_last))
+            Y = F.conv2d(Tv.view(1, t1 - t0, Tw, C).permute(0, 3, 1, 2), w2, stride=down, groups=C)
+        else:
+            D = _cached(("dnr", dt[0], down, o1 - o0, t1 - t0, dtype, dev),
+                        lambda: down_matrix(dt[0], down, o1 - o0, t1 - t0).to(dtype=dtype, device=dev))
+            Z = torch.mm(D, Tv)
+            Y = down_cols(Z.view(1, o1 - o0, Tw, C).permute(0, 3, 1, 2), dt[1], down)
+        out[:, :, o0:o1].copy_(Y.narrow(2, 0, o1 - o0).narrow(3, 0, out.shape[3]))

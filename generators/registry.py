@@ -40,9 +40,9 @@ class OfflineError(RegistryError):
     """A download failed for a network reason (or ``GANKIT_OFFLINE=1``)."""
 
 
-def _entry(url, fmt, family, res, desc, mirrors=(), sha256=None, license=_NC):
+def _entry(url, fmt, family, res, desc, mirrors=(), sha256=None, license=_NC, direct_download=True):
     return dict(url=url, mirrors=list(mirrors), format=fmt, family=family, resolution=res,
-                license=license, sha256=sha256, description=desc)
+                license=license, sha256=sha256, description=desc, direct_download=direct_download)
 
 
 # No NVIDIA source publishes sha256 digests for these files, so every sha256 is None
@@ -60,6 +60,23 @@ _ADA = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/"
 # versions/1/files/<MODEL>". Mirror: the newer NGC form .../org/nvidia/team/research/<coll>/
 # 1/files?redirect=true&path=<MODEL>, seen in public download scripts for several of these
 # files (e.g. stylegan3-r-afhqv2-512x512.pkl, stylegan2-afhqv2-512x512.pkl).
+
+
+# --- StyleGAN1 (TF pickles, network-state version 3). Source: NVlabs/stylegan README "networks"
+# table and generate_figures.py (url_ffhq, url_celebahq, url_bedrooms, url_cars, url_cats), commit
+# f3a0446. NVIDIA published them only as Google Drive links: not direct downloads (Drive answers
+# large files with a confirmation web page), hence direct_download=False; a failed fetch tells the
+# user to download the file in a browser and pass its path.
+_GDRIVE = "https://drive.google.com/uc?id="
+_CC_BY_NC = "CC BY-NC 4.0"
+
+
+def _sg1(file_id: str, fname: str, res: int, desc: str) -> dict:
+    e = _entry(_GDRIVE + file_id, "nvidia-tf", "stylegan1", res,
+               f"StyleGAN (2019), {desc} ({fname}; Google Drive link, not a direct download)",
+               license=_CC_BY_NC, direct_download=False)
+    e["filename"] = fname   # the URL does not name the file
+    return e
 
 
 def _ngc(coll: str, fname: str) -> dict:
@@ -122,6 +139,17 @@ MODELS: Dict[str, dict] = {
     "stylegan2-ada-afhqv2-512": _sg2_ngc("afhqv2", 512, "AFHQv2 (cats+dogs+wild)"),
     "stylegan2-ada-celebahq-256": _sg2_ngc("celebahq", 256, "CelebA-HQ"),
     "stylegan2-ada-lsundog-256": _sg2_ngc("lsundog", 256, "LSUN Dog"),
+    # StyleGAN1 (official TF pickles; Google Drive only).
+    "stylegan1-ffhq-1024": _sg1("1MEGjdvVpUsu1jB4zrXZN7Y4kBBOzizDQ", "karras2019stylegan-ffhq-1024x1024.pkl",
+                                1024, "FFHQ faces at 1024x1024"),
+    "stylegan1-celebahq-1024": _sg1("1MGqJl28pN4t7SAtSrPdSRJSQJqahkzUf",
+                                    "karras2019stylegan-celebahq-1024x1024.pkl", 1024, "CelebA-HQ faces at 1024x1024"),
+    "stylegan1-bedrooms-256": _sg1("1MOSKeGF0FJcivpBI7s63V9YHloUTORiF", "karras2019stylegan-bedrooms-256x256.pkl",
+                                   256, "LSUN Bedroom at 256x256"),
+    "stylegan1-cars-512": _sg1("1MJ6iCfNtMIRicihwRorsM3b7mmtmK9c3", "karras2019stylegan-cars-512x384.pkl", 512,
+                               "LSUN Car at 512x384 (512x512 network, letterboxed)"),
+    "stylegan1-cats-256": _sg1("1MQywl0FNt6lHu8E_EUqnRbviagS7fbiJ", "karras2019stylegan-cats-256x256.pkl", 256,
+                               "LSUN Cat at 256x256"),
     # StyleGAN3 (alias-free) pickles.
     "stylegan3-t-ffhq-1024": _sg3("t", "ffhq", 1024, "FFHQ"),
     "stylegan3-t-ffhqu-1024": _sg3("t", "ffhqu", 1024, "FFHQ-U (unaligned)"),
@@ -172,7 +200,8 @@ def _url_filename(url: str) -> str:
 def cache_path(name_or_url: str) -> pathlib.Path:
     """Where ``resolve`` keeps a registry model (``<name>.<ext>``) or an ad-hoc URL's file."""
     if name_or_url in MODELS:
-        return cache_dir() / (name_or_url + os.path.splitext(_url_filename(MODELS[name_or_url]["url"]))[1])
+        e = MODELS[name_or_url]
+        return cache_dir() / (name_or_url + os.path.splitext(e.get("filename") or _url_filename(e["url"]))[1])
     for n, e in MODELS.items():  # a registry URL maps to its entry's cache file
         if name_or_url == e["url"] or name_or_url in e["mirrors"]:
             return cache_path(n)
@@ -209,6 +238,10 @@ def _fetch(url: str, dest: pathlib.Path, sha256: Optional[str]) -> None:
         with os.fdopen(fd, "wb") as out:
             req = urllib.request.Request(url, headers={"User-Agent": "gankit"})
             with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
+                ctype = (resp.headers.get("Content-Type") or "").lower()
+                if ctype.startswith("text/html"):   # e.g. Google Drive's large-file confirmation page
+                    raise RegistryError(_hint(url, dest, "the server sent a web page, not the file; download "
+                                                         "it in a browser"))
                 total = int(resp.headers.get("Content-Length") or 0) or None
                 with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
                           desc=dest.name, leave=False) as bar:

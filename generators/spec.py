@@ -26,6 +26,23 @@ Kind ``"stylegan2.Discriminator"``::
     cmap_dim, conv_clamp, num_fp16_res, activation, resample_filter,
     mbstd_group_size (None = whole batch), mbstd_num_channels,
     mapping_kwargs: num_layers, embed_features, layer_features, activation, lr_multiplier
+
+Kind ``"stylegan1.Generator"`` (parameter naming and conventions: ``generators/stylegan1.py``)::
+
+    z_dim, c_dim, w_dim, img_resolution, img_channels,
+    default_truncation_psi, default_truncation_cutoff   (what the original applies by default)
+    mapping_kwargs:   num_layers, layer_features, activation, lr_multiplier (TF 0.01,
+                      rosinality 1), normalize_latents, w_avg_beta
+    synthesis_kwargs: channels {"4": C4, ...}, fused_up [resolutions], shared_noise,
+                      use_noise, norm_eps (TF 1e-8, rosinality 1e-5), bias_before_blur,
+                      blur_filter (1-D taps or None), activation
+
+Kind ``"stylegan1.Discriminator"``::
+
+    c_dim, img_resolution, img_channels, channels {"4": ..., "R": ...},
+    mid_channels {"8": ..., "R": ...}, fc_features, fused_down [resolutions],
+    fromrgb_activation, mbstd_group_size (None = whole batch), mbstd_num_channels,
+    blur_filter, activation
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from generators.formats import nvidia_pkl, nvidia_tf, safe_pickle
-from generators.formats.nvidia_pkl import generator_family, module_state_dict, read_nvidia_pkl
+from generators.formats.nvidia_pkl import generator_family, read_nvidia_pkl
 from generators.formats.nvidia_tf import read_nvidia_tf
 from generators.formats.safe_pickle import TFNetworkState, load_pickle, load_storage_bytes
 from generators.spec import CheckpointError, UnsafeCheckpointError
@@ -56,7 +56,7 @@ def _read(name: str):
     obj = _load(name)
     if isinstance(obj, tuple):
         return read_nvidia_tf(obj)
-    return read_nvidia_pkl(obj, networks=["D"] if _is_sg3(obj) else None)
+    return read_nvidia_pkl(obj)
 
 
 def _section(files, prefix):
@@ -92,9 +92,10 @@ def test_tensors_match_reference_exactly(name):
     ck = _read(name)
     _assert_exact(ck.networks["D"].state_dict, arrays, files, "D/")
     if _is_sg3(obj):
-        # The generic module walk still reproduces NVIDIA's state_dict() for SG3 generators.
-        _assert_exact(module_state_dict(obj["G_ema"]), arrays, files, "G_ema/")
-        _assert_checksums(module_state_dict(obj["G"]), arrays, files)
+        _assert_exact(ck.networks["G_ema"].state_dict, arrays, files, "G_ema/")
+        _assert_checksums(ck.networks["G"].state_dict, arrays, files)
+        assert ck.networks["G_ema"].kind == "stylegan3.Generator"
+        assert ck.networks["D"].kind == "stylegan2.Discriminator"
         return
     assert ck.format == ("nvidia-tf" if isinstance(obj, tuple) else "nvidia-pkl")
     _assert_exact(ck.networks["G_ema"].state_dict, arrays, files, "G_ema/")
@@ -103,10 +104,14 @@ def test_tensors_match_reference_exactly(name):
     assert ck.networks["D"].kind == "stylegan2.Discriminator"
 
 
-def test_stylegan3_generator_is_refused_but_d_reads():
+def test_stylegan3_generator_geometry_and_d_read():
     obj = _load("sg3_t_32.pkl")
-    with pytest.raises(CheckpointError, match="StyleGAN3 generators are not supported yet"):
-        read_nvidia_pkl(obj)
+    g = read_nvidia_pkl(obj, networks=["G_ema"]).networks["G_ema"].kwargs
+    layers = g["synthesis_kwargs"]["layers"]
+    assert [s["name"] for s in layers] == obj["G_ema"].state["_modules"]["synthesis"].state["layer_names"]
+    assert layers[5]["up_factor"] == 4 and layers[5]["padding"] == [-6, -9, -6, -9]
+    assert layers[-1]["is_torgb"] and layers[-1]["conv_kernel"] == 1
+    assert g["synthesis_kwargs"]["input"] == dict(channels=32, size=[36, 36], sampling_rate=16.0, bandwidth=2.0)
     d = read_nvidia_pkl(obj, networks=["D"]).networks["D"].kwargs
     assert d["channels"] == {"4": 32, "8": 32, "16": 16, "32": 8}
     assert d["architecture"] == "resnet" and d["mbstd_group_size"] == 4
@@ -306,14 +311,15 @@ def test_tf_freeze_layers_moves_weights_after_filter():
     assert names[7:10] == ["b32.conv1.weight", "b32.conv1.bias", "b32.conv1.resample_filter"]
 
 
-def test_tf_unknown_kwarg_and_stylegan1_are_refused():
+def test_tf_unknown_kwarg_and_mixed_stylegan1_are_refused():
     G, D, Gs = _load("sg2_tf_32.pkl")
     Gs2 = _tf_net("Gs", 4, dict(Gs.state["static_kwargs"], fmap_decay=1.0), Gs.state["variables"],
                   Gs.state["components"])
     with pytest.raises(CheckpointError, match="fmap_decay"):
         read_nvidia_tf((G, D, Gs2))
+    # version 3 goes to the StyleGAN1 reader (tests/test_stylegan1.py), which refuses a mix of versions
     old = _tf_net("Gs", 3, Gs.state["static_kwargs"], Gs.state["variables"], Gs.state["components"])
-    with pytest.raises(CheckpointError, match="StyleGAN1 TF pickles are not supported yet"):
+    with pytest.raises(CheckpointError, match="StyleGAN1 .*version 4, expected 3"):
         read_nvidia_tf((G, D, old))
 
 

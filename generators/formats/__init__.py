@@ -134,12 +134,15 @@ def _keys_hint(obj) -> str:
 def _dispatch_torch_object(obj: Any, path: Path) -> Checkpoint:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path.name}: a PyTorch file holding a {type(obj).__name__}, not a checkpoint")
-    from . import rosinality
+    from . import rosinality, stylegan1_rosinality
+    if stylegan1_rosinality.looks_like_stylegan1_rosinality(obj):
+        return stylegan1_rosinality.read_stylegan1_rosinality(obj)
     if "g_ema" in obj or any(str(k).startswith("style.1.") for k in obj):
         return rosinality.read_rosinality(obj)
     sd = obj.get("state_dict")
     if isinstance(sd, dict) and any(str(k).startswith("decoder.") for k in sd):
         return rosinality.read_embedded_decoder(obj)
     if "g_running" in obj or "generator" in obj:
-        raise CheckpointError(f"{path.name}: a rosinality StyleGAN1 checkpoint; StyleGAN1 is not supported yet")
+        raise CheckpointError(f"{path.name}: looks like a rosinality StyleGAN1 checkpoint, but its networks are not "
+                              f"StyleGAN1 state dicts{_keys_hint(obj)}")
     raise CheckpointError(f"{path.name}: a PyTorch file, but not a StyleGAN checkpoint gankit knows{_keys_hint(obj)}")

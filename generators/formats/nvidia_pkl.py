@@ -24,7 +24,7 @@ from ..spec import Checkpoint, CheckpointError, NetworkSpec
 
 __all__ = [
     "read_nvidia_pkl", "module_state_dict", "generator_family", "read_sg2_generator",
-    "read_sg2_discriminator", "filter_taps",
+    "read_sg2_discriminator", "read_sg3_generator", "filter_taps",
 ]
 
 FORMAT = "nvidia-pkl"
@@ -381,14 +381,197 @@ def read_sg2_generator(gen: PersistentObject) -> NetworkSpec:
     return NetworkSpec(kind="stylegan2.Generator", kwargs=kwargs, state_dict=module_state_dict(gen))
 
 
-def _read_sg3_generator(gen: PersistentObject) -> NetworkSpec:
-    raise CheckpointError("StyleGAN3 generators are not supported yet (the synthesis network has an 'input' "
-                          "module and layer_names); the discriminator of this file can still be read")
+def _num(v: Any, what: str) -> Any:
+    """An int stays an int, any other real number becomes a float (JSON-able either way)."""
+    if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
+        return int(v)
+    return _float(v, what)
+
+
+def _pair(v: Any, what: str) -> List[int]:
+    """A size stored as a numpy [2] array (or an int / list) -> [width, height]."""
+    a = np.asarray(v)
+    if a.ndim == 0:
+        a = np.array([a, a])
+    if a.shape != (2,) or not np.issubdtype(a.dtype, np.integer):
+        raise CheckpointError(f"{what} is {v!r}, expected two integers")
+    return [int(a[0]), int(a[1])]
+
+
+def _read_sg3_mapping(m: PersistentObject, where: str, z_dim: int, c_dim: int, w_dim: int) -> Dict[str, Any]:
+    mods = _children(m)
+    fcs = []
+    while f"fc{len(fcs)}" in mods:
+        fcs.append(_child(m, f"fc{len(fcs)}", where))
+    extra = [n for n in mods if n != "embed" and not re.fullmatch(r"fc\d+", n)]
+    if extra or len(fcs) != sum(1 for n in mods if re.fullmatch(r"fc\d+", n)) or not fcs:
+        raise CheckpointError(f"{where}: unexpected submodules {sorted(mods)}")
+    n_attr = _attr(m, "num_layers", where, None)
+    if n_attr is not None and _int(n_attr, f"{where}.num_layers") != len(fcs):
+        raise CheckpointError(f"{where}: num_layers is {n_attr} but there are {len(fcs)} fc layers")
+    embed = _child(m, "embed", where, required=False)
+    if (embed is not None) != (c_dim > 0):
+        raise CheckpointError(f"{where}: c_dim is {c_dim} but the label embedding is "
+                              f"{'present' if embed is not None else 'absent'}")
+    if embed is not None:
+        ew = _tensor(embed, "weight", f"{where}.embed")
+        if list(ew.shape) != [w_dim, c_dim]:
+            raise CheckpointError(f"{where}.embed.weight has shape {list(ew.shape)}, expected [{w_dim}, {c_dim}]")
+    lrs = []
+    for i, fc in enumerate(fcs):
+        fw = f"{where}.fc{i}"
+        w = _tensor(fc, "weight", fw)
+        expect = [w_dim, (z_dim + (w_dim if c_dim > 0 else 0)) if i == 0 else w_dim]
+        if list(w.shape) != expect:
+            raise CheckpointError(f"{fw}.weight has shape {list(w.shape)}, expected {expect}")
+        if _attr(fc, "activation", fw) != "lrelu":
+            raise CheckpointError(f"{fw}: activation {_attr(fc, 'activation', fw)!r}, StyleGAN3 mapping uses lrelu")
+        lr = _float(_attr(fc, "bias_gain", fw), f"{fw}.bias_gain")
+        gain = _float(_attr(fc, "weight_gain", fw), f"{fw}.weight_gain")
+        if not math.isclose(gain, lr / math.sqrt(expect[1]), rel_tol=1e-9):
+            raise CheckpointError(f"{fw}: weight_gain {gain} does not match lr_multiplier {lr} / sqrt({expect[1]})")
+        lrs.append((fw, lr))
+    beta = _attr(m, "w_avg_beta", where)
+    w_avg = _tensor(m, "w_avg", where)
+    if list(w_avg.shape) != [w_dim]:
+        raise CheckpointError(f"{where}.w_avg has shape {list(w_avg.shape)}, expected [{w_dim}]")
+    return dict(num_layers=len(fcs), lr_multiplier=_same(lrs, f"{where} lr_multiplier (bias_gain)"),
+                w_avg_beta=_float(beta, f"{where}.w_avg_beta"))
+
+
+_SG3_LAYER_INTS = ("in_channels", "out_channels", "conv_kernel", "up_factor", "up_taps", "down_factor", "down_taps")
+_SG3_LAYER_NUMS = ("in_sampling_rate", "out_sampling_rate", "tmp_sampling_rate", "in_cutoff", "out_cutoff",
+                   "in_half_width", "out_half_width", "magnitude_ema_beta")
+_SG3_LAYER_BOOLS = ("is_torgb", "is_critically_sampled", "use_fp16", "down_radial")
+
+
+def _read_sg3_layer(layer: PersistentObject, lw: str, w_dim: int) -> Dict[str, Any]:
+    """One SG3 ``SynthesisLayer``'s geometry from its state, checked against its tensors."""
+    spec: Dict[str, Any] = {}
+    for k in _SG3_LAYER_BOOLS:
+        spec[k] = _bool(_attr(layer, k, lw), f"{lw}.{k}")
+    for k in _SG3_LAYER_INTS:
+        spec[k] = _int(_attr(layer, k, lw), f"{lw}.{k}")
+    for k in _SG3_LAYER_NUMS:
+        spec[k] = _num(_attr(layer, k, lw), f"{lw}.{k}")
+    spec["in_size"] = _pair(_attr(layer, "in_size", lw), f"{lw}.in_size")
+    spec["out_size"] = _pair(_attr(layer, "out_size", lw), f"{lw}.out_size")
+    spec["conv_clamp"] = _clamp(_attr(layer, "conv_clamp", lw), f"{lw}.conv_clamp")
+    pad = _attr(layer, "padding", lw)
+    if not isinstance(pad, (list, tuple)) or len(pad) != 4:
+        raise CheckpointError(f"{lw}.padding is {pad!r}, expected [x0, x1, y0, y1]")
+    spec["padding"] = [_int(p, f"{lw}.padding") for p in pad]
+    if _int(_attr(layer, "w_dim", lw, w_dim), f"{lw}.w_dim") != w_dim:
+        raise CheckpointError(f"{lw}.w_dim disagrees with the generator's w_dim {w_dim}")
+    k, ci, co = spec["conv_kernel"], spec["in_channels"], spec["out_channels"]
+    shapes = {"weight": [co, ci, k, k], "bias": [co], "magnitude_ema": []}
+    for name, shape in shapes.items():
+        t = _tensor(layer, name, lw)
+        if list(t.shape) != shape:
+            raise CheckpointError(f"{lw}.{name} has shape {list(t.shape)}, expected {shape}")
+    aw = _tensor(_child(layer, "affine", lw), "weight", f"{lw}.affine")
+    if list(aw.shape) != [ci, w_dim]:
+        raise CheckpointError(f"{lw}.affine.weight has shape {list(aw.shape)}, expected [{ci}, {w_dim}]")
+    for name, taps, radial in (("up_filter", spec["up_taps"], False), ("down_filter", spec["down_taps"],
+                                                                          spec["down_radial"])):
+        f = _tensor(layer, name, lw, required=False)
+        expect = None if taps == 1 else ([taps, taps] if radial else [taps])
+        if (None if f is None else list(f.shape)) != expect:
+            raise CheckpointError(f"{lw}.{name} has shape {None if f is None else list(f.shape)}, expected {expect} "
+                                  f"for {taps} taps{' (radial)' if radial else ''}")
+    for k2, n in (("up_factor", "in_sampling_rate"), ("down_factor", "out_sampling_rate")):
+        if not math.isclose(spec[n] * spec[k2], spec["tmp_sampling_rate"], rel_tol=1e-9):
+            raise CheckpointError(f"{lw}: {n} {spec[n]} x {k2} {spec[k2]} != tmp_sampling_rate "
+                                  f"{spec['tmp_sampling_rate']}")
+    return spec
+
+
+def read_sg3_generator(gen: PersistentObject) -> NetworkSpec:
+    """StyleGAN3 ``Generator`` (T or R) -> ``stylegan3.Generator`` spec with explicit per-layer geometry."""
+    where = "G"
+    z_dim = _int(_attr(gen, "z_dim", where), "G.z_dim")
+    c_dim = _int(_attr(gen, "c_dim", where), "G.c_dim")
+    w_dim = _int(_attr(gen, "w_dim", where), "G.w_dim")
+    res = _int(_attr(gen, "img_resolution", where), "G.img_resolution")
+    img_channels = _int(_attr(gen, "img_channels", where), "G.img_channels")
+    syn = _child(gen, "synthesis", where)
+    mapping = _child(gen, "mapping", where)
+    sw = "G.synthesis"
+
+    names = _attr(syn, "layer_names", sw)
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"{sw}.layer_names is {names!r}, expected a list of layer names")
+    mods = [n for n, v in _children(syn).items() if v is not None]
+    if mods != ["input"] + list(names):
+        raise CheckpointError(f"{sw} submodules {mods[:6]}... do not match input + layer_names")
+    num_ws = len(names) + 1
+    for obj, w in ((gen, "G"), (syn, sw)):
+        n = _attr(obj, "num_ws", w, None)
+        if n is not None and _int(n, f"{w}.num_ws") != num_ws:
+            raise CheckpointError(f"{w}.num_ws is {n} but {len(names)} layers + the input need {num_ws}")
+
+    inp = _child(syn, "input", sw)
+    iw = f"{sw}.input"
+    ch = _int(_attr(inp, "channels", iw), f"{iw}.channels")
+    input_spec = dict(channels=ch, size=_pair(_attr(inp, "size", iw), f"{iw}.size"),
+                      sampling_rate=_float(_attr(inp, "sampling_rate", iw), f"{iw}.sampling_rate"),
+                      bandwidth=_float(_attr(inp, "bandwidth", iw), f"{iw}.bandwidth"))
+    for name, shape in (("weight", [ch, ch]), ("transform", [3, 3]), ("freqs", [ch, 2]), ("phases", [ch])):
+        t = _tensor(inp, name, iw)
+        if list(t.shape) != shape:
+            raise CheckpointError(f"{iw}.{name} has shape {list(t.shape)}, expected {shape}")
+    aw = _tensor(_child(inp, "affine", iw), "weight", f"{iw}.affine")
+    if list(aw.shape) != [4, w_dim]:
+        raise CheckpointError(f"{iw}.affine.weight has shape {list(aw.shape)}, expected [4, {w_dim}]")
+
+    layers = []
+    prev_c, prev_size = ch, input_spec["size"]
+    for i, name in enumerate(names):
+        lw = f"{sw}.{name}"
+        spec = _read_sg3_layer(_child(syn, name, sw), lw, w_dim)
+        if spec["in_channels"] != prev_c or spec["in_size"] != prev_size:
+            raise CheckpointError(f"{lw} takes {spec['in_channels']} x {spec['in_size']} but gets {prev_c} x "
+                                  f"{prev_size}")
+        if spec["is_torgb"] != (i == len(names) - 1):
+            raise CheckpointError(f"{lw}: is_torgb is {spec['is_torgb']}; only the last layer is the ToRGB layer")
+        prev_c, prev_size = spec["out_channels"], spec["out_size"]
+        layers.append(dict(name=name, **spec))
+    if prev_c != img_channels or prev_size != [res, res]:
+        raise CheckpointError(f"{sw}: the last layer makes {prev_c} x {prev_size}, not the {img_channels} x "
+                              f"{res} x {res} image")
+
+    body = [s for s in layers if not s["is_torgb"]] or layers
+    synthesis_kwargs: Dict[str, Any] = dict(
+        num_layers=len(names) - 1,
+        num_critical=_int(_attr(syn, "num_critical", sw, sum(s["is_critically_sampled"] for s in body)),
+                          f"{sw}.num_critical"),
+        margin_size=_int(_attr(syn, "margin_size", sw, 10), f"{sw}.margin_size"),
+        output_scale=_float(_attr(syn, "output_scale", sw), f"{sw}.output_scale"),
+        num_fp16_res=_int(_attr(syn, "num_fp16_res", sw, 0), f"{sw}.num_fp16_res"),
+        conv_kernel=_same([(s["name"], s["conv_kernel"]) for s in body], "G conv_kernel"),
+        use_radial_filters=any(s["down_radial"] for s in layers),
+        conv_clamp=layers[0]["conv_clamp"],
+        magnitude_ema_beta=layers[0]["magnitude_ema_beta"],
+        input=input_spec,
+        layers=layers,
+    )
+    ups = [s for s in body if s["up_factor"] > 1 and s["up_taps"] > 1]
+    if ups:
+        synthesis_kwargs["filter_size"] = ups[0]["up_taps"] // ups[0]["up_factor"]
+    lrelu_up = [(s["name"], s["tmp_sampling_rate"] / max(s["in_sampling_rate"], s["out_sampling_rate"]))
+                for s in body if not s["is_torgb"]]
+    if lrelu_up:
+        r = lrelu_up[0][1]
+        synthesis_kwargs["lrelu_upsampling"] = int(r) if float(r).is_integer() else r
+    kwargs = dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=res, img_channels=img_channels,
+                  mapping_kwargs=_read_sg3_mapping(mapping, "G.mapping", z_dim, c_dim, w_dim),
+                  synthesis_kwargs=synthesis_kwargs)
+    return NetworkSpec(kind="stylegan3.Generator", kwargs=kwargs, state_dict=module_state_dict(gen))
 
 
 _GENERATOR_READERS: Dict[str, Callable[[PersistentObject], NetworkSpec]] = {
     "stylegan2": read_sg2_generator,
-    "stylegan3": _read_sg3_generator,
+    "stylegan3": read_sg3_generator,
 }
 
 

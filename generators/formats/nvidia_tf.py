@@ -5,7 +5,7 @@ and layouts of stylegan2-ada-pytorch, mirroring NVIDIA's ``legacy.py`` converter
 the converter's defaults, unknown kwargs rejected, transposes, +1 on style biases, spatial
 flips of the up-sampling kernels, ``noise[0, 0]``, resample filters built from the kernel).
 The state dicts are emitted in the exact order the PyTorch modules would list them.
-Version 3 (StyleGAN1) is refused for now.
+Version 3 (StyleGAN1: ``G_style`` / ``D_basic``) is handed to :mod:`.stylegan1_tf`.
 """
 from __future__ import annotations
 
@@ -462,13 +462,14 @@ def read_nvidia_tf(obj: Any) -> Checkpoint:
     """TF-era ``(G, D, Gs)`` tuple -> :class:`Checkpoint` (``Gs`` -> ``G_ema``, ``G``, ``D``)."""
     if not (isinstance(obj, tuple) and len(obj) == 3 and all(isinstance(n, TFNetworkState) for n in obj)):
         raise CheckpointError("not a TensorFlow-era NVIDIA pickle: expected a (G, D, Gs) tuple of network states")
+    from .stylegan1_tf import is_stylegan1_tf, read_stylegan1_tf
+    if is_stylegan1_tf(obj):
+        return read_stylegan1_tf(obj)
     G, D, Gs = obj
     versions = []
     for label, net in (("G", G), ("D", D), ("Gs", Gs)):
         ver = net.state.get("version")
         versions.append(ver)
-        if ver == 3 or net.state.get("build_func_name") in ("G_style", "D_basic"):
-            raise CheckpointError("StyleGAN1 TF pickles are not supported yet (network-state version 3)")
         if ver not in (4, 5):
             raise CheckpointError(f"TF network {label} has network-state version {ver!r}; only 4 (StyleGAN2) and "
                                   "5 (StyleGAN2-ADA) are supported")
