@@ -498,13 +498,16 @@ def filtered_lrelu(x: torch.Tensor, fu: Optional[torch.Tensor] = None, fd: Optio
                    b: Optional[torch.Tensor] = None, up: int = 1, down: int = 1,
                    padding: Union[int, Sequence[int]] = 0, gain: float = math.sqrt(2), slope: float = 0.2,
                    clamp: Optional[float] = None, flip_filter: bool = False, input_owned: bool = False,
-                   strip_bytes: Optional[int] = None) -> torch.Tensor:
+                   strip_bytes: Optional[int] = None, rolling: Optional[bool] = None) -> torch.Tensor:
     """NVIDIA's ``filtered_lrelu``: add bias ``b``; up-sample (insert up-1 zeros, pad by ``padding``
     = [x0, x1, y0, y1] (negative = crop), FIR ``fu`` with gain up^2); ``clamp(lrelu(.) * gain)``;
     FIR ``fd`` and keep every ``down``-th sample. fu, fd: 1-D (separable) or 2-D taps, or None.
 
     Polyphase / strided throughout (see above), in strips of output rows, in place where autograd
-    allows. ``input_owned``: x is a temporary of the caller and may be overwritten.
+    allows. ``input_owned``: x is a temporary of the caller and may be overwritten. ``rolling``
+    (default: on CPU without autograd) computes every intermediate row once, per sample, in small
+    steps (``strip_bytes`` of new up-sampled rows); otherwise strips of ``strip_bytes`` recompute
+    their overlap (fewer, larger operations: GPU, autograd).
     """
     if isinstance(padding, int):
         padding = [padding] * 4
@@ -577,7 +580,9 @@ def filtered_lrelu(x: torch.Tensor, fu: Optional[torch.Tensor] = None, fd: Optio
             y = fir_rows(y, D)
         return down_cols(y, dt[1], down)
 
-    if not need_grad and dev.type == "cpu" and not identity_up:
+    if rolling is None:
+        rolling = dev.type == "cpu"
+    if rolling and not need_grad and not identity_up:
         limit = FLRELU_ROLLING_BYTES if strip_bytes is None else strip_bytes
         step = max(1, min(Ho, limit // max(1, C * Tw * x.element_size() * down)))
         out = torch.empty([N, Ho, Wo, C], dtype=dtype, device=dev).permute(0, 3, 1, 2)
