@@ -296,5 +296,13 @@ def paste(photo, edited, record, out, blend):
     click.echo(f"pasted {edited} into {photo} ({blend}) -> {out} (upright: EXIF orientation applied)")
 
 
+from cli.editing_cmds import register as _register_editing, register_edit as _register_edit  # noqa: E402
+from cli.editing_cmds import register_mix as _register_mix  # noqa: E402
+
+_register_editing(main, run_safely, CLIError)
+_register_edit(main, run_safely, CLIError)
+_register_mix(main, run_safely, CLIError)
+
+
 if __name__ == "__main__":
     main()

@@ -1,8 +1,8 @@
 """Pure-PyTorch ops shared by the StyleGAN networks: FIR resampling, bias + activation,
 modulated convolution. No compiled extensions; CPU and GPU take the same code.
 
-Semantics follow NVIDIA's stylegan2-ada-pytorch ops (``upfirdn2d``, ``bias_act``,
-``conv2d_resample``, ``modulated_conv2d``) so that checkpoints reproduce exactly; the
+Semantics follow NVIDIA's stylegan2-ada-pytorch / stylegan3 ops (``upfirdn2d``, ``bias_act``,
+``conv2d_resample``, ``modulated_conv2d``, ``filtered_lrelu``) so that checkpoints reproduce exactly; the
 implementations are our own and avoid the reference's extra passes (in-place element-wise
 work when no gradient is needed, separable FIR, demodulation as one small matmul).
 """
@@ -548,6 +548,14 @@ def filtered_lrelu(x: torch.Tensor, fu: Optional[torch.Tensor] = None, fd: Optio
     x = x.contiguous(memory_format=torch.channels_last)
     dev, dtype = x.device, x.dtype
     identity_up = up == 1 and Kuy == 1 and Kux == 1 and uty[0] == 1.0 and utx[0] == 1.0
+    if clamp is not None and not need_grad and not identity_up and x.numel():
+        # |up-sampled| <= max|x| * L1(taps_y) * L1(taps_x), and the activation does not grow it: when
+        # that bound is inside the clamp range, clamping would change nothing - skip the pass.
+        lo, hi = torch.aminmax(x)
+        bound = max(-float(lo), float(hi)) * sum(map(abs, uty)) * sum(map(abs, utx))
+        bound *= abs(gain) * max(1.0, abs(slope))
+        if bound * (1 + 1e-4) < clamp:
+            clamp = None
 
     def strip(o0: int, o1: int) -> torch.Tensor:
         t0, t1 = o0 * down, (o1 - 1) * down + Kdy               # up-sampled rows these outputs need
@@ -587,7 +595,7 @@ def filtered_lrelu(x: torch.Tensor, fu: Optional[torch.Tensor] = None, fd: Optio
         step = max(1, min(Ho, limit // max(1, C * Tw * x.element_size() * down)))
         out = torch.empty([N, Ho, Wo, C], dtype=dtype, device=dev).permute(0, 3, 1, 2)
         for n in range(N):
-            _flrelu_rolling(x[n:n + 1], out[n:n + 1], step, up, down, px0, py0, Th, Tw, uty, utx, dt, fd2,
+            _flrelu_rolling(x[n:n + 1], out[n:n + 1], step, up, down, px0, py0, Tw, uty, utx, dt, fd2,
                             fd_key if fd2 is not None else None, slope, gain, clamp)
         return out
     limit = FLRELU_STRIP_BYTES.get(dev.type, 64 << 20) if strip_bytes is None else strip_bytes
@@ -607,6 +615,7 @@ def filtered_lrelu(x: torch.Tensor, fu: Optional[torch.Tensor] = None, fd: Optio
 
 # Up-sampled bytes computed per step of the rolling CPU path (small: the working set stays in cache).
 FLRELU_ROLLING_BYTES = 8 << 20
+FLRELU_WINDOW = 2          # row windows hold this many steps of rows (fewer moves vs. memory held)
 
 _WORKSPACE = threading.local()
 
@@ -621,6 +630,11 @@ def _workspace(name: str, numel: int, dtype, device) -> torch.Tensor:
     if buf is None or buf.numel() < numel:
         buf = cache[key] = torch.empty(numel, dtype=dtype, device=device)
     return buf[:numel]
+
+
+def release_workspace() -> None:
+    """Free this thread's reusable FIR buffers (they are re-created on the next call)."""
+    _WORKSPACE.bufs = {}
 
 
 class _RowWindow:
@@ -653,7 +667,21 @@ class _RowWindow:
         return self.buf[a - self.start:end - self.start]
 
 
-def _flrelu_rolling(x, out, step, up, down, px0, py0, Th, Tw, uty, utx, dt, fd2, fd_key, slope, gain, clamp):
+def _separable_terms(f2: torch.Tensor, max_terms: int = 5):
+    """A 2-D filter as a sum of separable terms (SVD), if few terms reproduce it to float32 precision:
+    (list of H taps, [terms, taps_W] W taps) or None. The dropped singular values sum to at most
+    2^-24 of the largest tap, i.e. below the rounding of the stored float32 filter itself."""
+    f = f2.detach().to(torch.float64).cpu()
+    Um, S, Vh = torch.linalg.svd(f)
+    tail = S.flip(0).cumsum(0).flip(0).tolist() + [0.0]      # tail[k] = sum of S[k:]
+    tol = 2.0 ** -24 * float(f.abs().max())
+    r = next(k for k in range(1, len(tail)) if tail[k] <= tol)
+    if r > max_terms:
+        return None
+    return [tuple((S[k] * Um[:, k]).tolist()) for k in range(r)], Vh[:r].clone()
+
+
+def _flrelu_rolling(x, out, step, up, down, px0, py0, Tw, uty, utx, dt, fd2, fd_key, slope, gain, clamp):
     """One sample of ``filtered_lrelu`` without autograd, ``step`` output rows at a time, nothing twice.
 
     Every intermediate row is computed once and kept in a small window while later outputs still
@@ -669,9 +697,9 @@ def _flrelu_rolling(x, out, step, up, down, px0, py0, Th, Tw, uty, utx, dt, fd2,
     row = Tw * C
     t_need = (step - 1) * down + Kdy                       # up-sampled rows behind one step of outputs
     u_need = -(-t_need // up) + Kuy
-    T = _RowWindow("flrelu_T", 3 * t_need + 8, row, dtype, dev)
-    U = _RowWindow("flrelu_U", 3 * u_need + 8, row, dtype, dev)
-    U.start = T.start = 0
+    T = _RowWindow("flrelu_T", FLRELU_WINDOW * t_need + 8, row, dtype, dev)
+    U = _RowWindow("flrelu_U", FLRELU_WINDOW * u_need + 8, row, dtype, dev)
+    lowrank = _cached(("lowrank", fd_key), lambda: _separable_terms(fd2)) if fd2 is not None else None
     for o0 in range(0, Ho, step):
         o1 = min(Ho, o0 + step)
         t0, t1 = o0 * down, (o1 - 1) * down + Kdy
@@ -697,7 +725,20 @@ def _flrelu_rolling(x, out, step, up, down, px0, py0, Th, Tw, uty, utx, dt, fd2,
                 torch.mm(A, U.rows(r0, r1), out=dst)
             _lrelu_clamp(dst, slope, gain, clamp, inplace=True)
         Tv = T.rows(t0, t1)
-        if fd2 is not None:
+        if fd2 is not None and lowrank is not None:
+            # sum_k (H taps a_k) x (W taps b_k): one GEMM for all a_k, then one depthwise conv whose
+            # kernel rows (dilated by the number of output rows) apply b_k to block k and sum them
+            hk, wk = lowrank
+            o = o1 - o0
+            D = _cached(("dnr2", fd_key, down, o, t1 - t0, dtype, dev), lambda: torch.cat(
+                [down_matrix(a, down, o, t1 - t0) for a in hk]).to(dtype=dtype, device=dev))
+            Z = torch.mm(D, Tv)
+            w2 = _cached(("fd2lr", fd_key, C, dtype, dev),
+                         lambda: wk.to(dtype=dtype, device=dev)[None].expand(C, *wk.shape).unsqueeze(1)
+                         .contiguous(memory_format=torch.channels_last))
+            Y = F.conv2d(Z.view(1, len(hk) * o, Tw, C).permute(0, 3, 1, 2), w2, stride=(1, down),
+                         dilation=(o, 1), groups=C)
+        elif fd2 is not None:
             w2 = _cached(("fd2", fd_key, C, dtype, dev),
                          lambda: fd2.to(dtype=dtype, device=dev)[None, None].expand(C, 1, *fd2.shape)
                          .contiguous(memory_format=torch.channels_last))

@@ -43,6 +43,22 @@ Kind ``"stylegan1.Discriminator"``::
     mid_channels {"8": ..., "R": ...}, fc_features, fused_down [resolutions],
     fromrgb_activation, mbstd_group_size (None = whole batch), mbstd_num_channels,
     blur_filter, activation
+
+Kind ``"stylegan3.Generator"`` (NVIDIA stylegan3 naming; ``generators/stylegan3.py``)::
+
+    z_dim, c_dim, w_dim, img_resolution, img_channels,
+    mapping_kwargs:   num_layers, lr_multiplier, w_avg_beta
+    synthesis_kwargs: channel_base, channel_max, num_layers, num_critical, first_cutoff,
+                      first_stopband, last_stopband_rel, margin_size, output_scale,
+                      num_fp16_res, conv_kernel (3 = T, 1 = R), filter_size, lrelu_upsampling,
+                      use_radial_filters, conv_clamp, magnitude_ema_beta
+                      (the paper's formulas turn these into the layer geometry), or explicit:
+                      input {channels, size [w, h], sampling_rate, bandwidth},
+                      layers [{name, is_torgb, is_critically_sampled, use_fp16, in/out_channels,
+                               in/out_size [w, h], in/out/tmp_sampling_rate, in/out_cutoff,
+                               in/out_half_width, conv_kernel, conv_clamp, magnitude_ema_beta,
+                               up_factor, up_taps, down_factor, down_taps, down_radial,
+                               padding [x0, x1, y0, y1]}, ...]   (pickles: from each layer's state)
 """
 from __future__ import annotations
 

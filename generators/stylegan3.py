@@ -445,7 +445,7 @@ class SynthesisNetwork(nn.Module):
         i = self.input
         return dict(channels=i.channels, size=list(i.size), sampling_rate=i.sampling_rate, bandwidth=i.bandwidth)
 
-    def forward(self, ws, noise_mode="const", force_fp32=False, update_emas=False, fused_modconv=None, **kwargs):
+    def forward(self, ws, noise_mode="const", force_fp32=False, update_emas=False, fused_modconv=None):
         """``noise_mode`` is accepted for API compatibility (StyleGAN3 has no noise inputs)."""
         if noise_mode not in ("const", "random", "none"):
             raise ValueError(f"noise_mode must be const, random or none, not {noise_mode!r}")

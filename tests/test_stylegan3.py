@@ -161,7 +161,8 @@ def naive_filtered_lrelu(x, fu, fd, b, up, down, pad, gain, slope, clamp):
 @pytest.mark.parametrize("case", [
     (12, 12, 2, 2, (9, 8, 9, 8)),               # T: same rate
     (24, 12, 4, 2, (-6, -9, -6, -9)),           # T: rate doubles (crop)
-    (12, "radial", 2, 2, (11, 10, 11, 10)),     # R: radial down filter
+    (12, "radial", 2, 2, (11, 10, 11, 10)),     # non-separable 2-D down filter (direct)
+    (24, "jinc", 4, 2, (-2, -5, -2, -5)),       # R: radial filter (a few separable terms)
     (7, 5, 3, 2, (3, 1, -2, 4)),                # odd taps, asymmetric padding
     (None, None, 1, 1, (0, 0, 0, 0)),           # ToRGB: bias + clamp only
 ])
@@ -170,7 +171,11 @@ def test_filtered_lrelu_matches_definition(case, strip_bytes, rolling):
     nu, nd, up, down, pad = case
     g = torch.Generator().manual_seed(0)
     fu = None if nu is None else torch.rand(nu, generator=g) + 0.1 * torch.arange(nu)   # asymmetric taps
-    fd = None if nd is None else (torch.rand(12, 12, generator=g) if nd == "radial" else torch.rand(nd, generator=g))
+    if nd == "jinc":
+        fd = stylegan3.design_lowpass_filter(12, 11.3, 9.4, 64, radial=True)
+        assert ops._separable_terms(fd) is not None
+    else:
+        fd = None if nd is None else torch.rand(*((12, 12) if nd == "radial" else (nd,)), generator=g)
     x = torch.randn(2, 5, 23, 21, generator=g)
     b = torch.randn(5, generator=g)
     ref = naive_filtered_lrelu(x, fu, fd, b, up, down, pad, 1.3, 0.2, 2.5)
