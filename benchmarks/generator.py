@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import sys
 import time
@@ -32,27 +31,14 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generators import stylegan3  # noqa: E402
+from measure import cpu_seconds, loadavg, matmul_peak, sync  # noqa: E402
 from generators.stylegan2 import Generator  # noqa: E402
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
-def matmul_peak(device, n=2048, reps=3, dtype=torch.float32):
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    out = torch.empty(n, n, device=device, dtype=dtype)
-    best = 0.0
-    for _ in range(reps):
-        sync(device)
-        t = time.perf_counter()
-        torch.mm(a, b, out=out)
-        sync(device)
-        best = max(best, 2 * n ** 3 / (time.perf_counter() - t) / 1e9)
-    return best
 
 
 def config_f(res, **synthesis_kwargs):
@@ -94,16 +80,8 @@ def count_gflop(G, ws, **kw):
     return fc.get_total_flops() / 1e9, modconv_gflop(G)
 
 
-def cpu_seconds():
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
-def loadavg():
-    try:
-        return float(open("/proc/loadavg").read().split()[0])
-    except OSError:
-        return float("nan")
 
 
 def bench(res, batch, reps, device, fused_modconv=False, family="stylegan2"):

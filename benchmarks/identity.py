@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import time
 import warnings
@@ -29,25 +28,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from inversion import identity  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import cpu_seconds, loadavg, sync  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 
 
-def cpu_seconds():
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
-def loadavg():
-    try:
-        return float(open("/proc/loadavg").read().split()[0])
-    except OSError:
-        return float("nan")
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def timed(fn, n_items, reps, device=torch.device("cpu")):

@@ -86,15 +86,29 @@ def _generate(G, seeds, trunc, trunc_cutoff, class_idx, noise_mode, out, batch, 
 @click.option("--network", default="G_ema", show_default=True, type=click.Choice(["G_ema", "G"]))
 @click.option("--batch", default=8, show_default=True, type=int)
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--translate", default=None, help="StyleGAN3 only: translate the image by x,y (e.g. 0.25,-0.1)")
+@click.option("--rotate", default=None, type=float, help="StyleGAN3 only: rotate the image by this many degrees")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="output folder")
 @run_safely
-def generate(source, seeds, trunc, trunc_cutoff, class_idx, noise_mode, network, batch, device, out):
+def generate(source, seeds, trunc, trunc_cutoff, class_idx, noise_mode, network, batch, device, translate, rotate,
+             out):
     """Generate images for a list of seeds (PNGs plus grid.png)."""
     import generators
     from generators.images import parse_range
 
     seeds = parse_range(seeds)
+    shift = (0.0, 0.0)
+    if translate is not None:
+        try:
+            shift = tuple(float(v) for v in translate.split(","))
+            assert len(shift) == 2
+        except (ValueError, AssertionError):
+            raise CLIError(f"--translate takes two numbers x,y, not {translate!r}") from None
     G = generators.load(source, device=device, network=network)
+    if translate is not None or rotate is not None:
+        if not hasattr(G, "set_transform"):
+            raise CLIError(f"--translate/--rotate need a StyleGAN3 generator; this one is {type(G).__module__}")
+        G.set_transform(translate=shift, angle_deg=rotate or 0.0)
     written = _generate(G, seeds, trunc, trunc_cutoff, class_idx, noise_mode, out, batch, device)
     click.echo(f"wrote {len(written)} images and grid.png to {out} "
                f"({G.img_resolution}x{G.img_resolution}, psi={trunc}, noise={noise_mode})")

@@ -551,7 +551,7 @@ def filtered_lrelu(x: torch.Tensor, fu: Optional[torch.Tensor] = None, fd: Optio
     if clamp is not None and not need_grad and not identity_up and x.numel():
         # |up-sampled| <= max|x| * L1(taps_y) * L1(taps_x), and the activation does not grow it: when
         # that bound is inside the clamp range, clamping would change nothing - skip the pass.
-        lo, hi = torch.aminmax(x)
+        lo, hi = torch.aminmax(x.permute(0, 2, 3, 1))          # memory order: no copy
         bound = max(-float(lo), float(hi)) * sum(map(abs, uty)) * sum(map(abs, utx))
         bound *= abs(gain) * max(1.0, abs(slope))
         if bound * (1 + 1e-4) < clamp:
