@@ -352,6 +352,20 @@ def scale_bias_noise(x: torch.Tensor, scale: Optional[torch.Tensor], bias: Optio
 HOMOGENEOUS = ("linear", "relu", "lrelu")  # act(x * g) == act(x) * g for g > 0
 
 
+def truncate(ws: torch.Tensor, w_avg: torch.Tensor, psi: float, cutoff: Optional[int] = None) -> torch.Tensor:
+    """Truncation trick: ``w_avg + psi * (w - w_avg)`` on the first ``cutoff`` ws (all when None).
+
+    ws: [N, num_ws, w_dim] or [N, w_dim] (then every row is truncated).
+    """
+    if psi == 1:
+        return ws
+    if cutoff is None or ws.ndim == 2:
+        return w_avg.lerp(ws, psi)
+    ws = ws.clone()
+    ws[:, :cutoff] = w_avg.lerp(ws[:, :cutoff], psi)
+    return ws
+
+
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 

@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import ops
 from .stylegan2 import MinibatchStdLayer, channels_table
 
 SQRT2 = math.sqrt(2)
@@ -214,11 +215,7 @@ class MappingNetwork(nn.Module):
             self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
         if truncation_psi != 1:
-            if truncation_cutoff is None:
-                x = self.w_avg.lerp(x, truncation_psi)
-            else:
-                x = x.clone()
-                x[:, :truncation_cutoff] = self.w_avg.lerp(x[:, :truncation_cutoff], truncation_psi)
+            x = ops.truncate(x, self.w_avg, truncation_psi, truncation_cutoff)
         return x
 
 

@@ -129,11 +129,7 @@ class MappingNetwork(nn.Module):
         if self.num_ws is not None:
             x = x.unsqueeze(1).repeat([1, self.num_ws, 1])                     # [N, num_ws, w_dim]
         if truncation_psi != 1:
-            if self.num_ws is None or truncation_cutoff is None:
-                x = self.w_avg.lerp(x, truncation_psi)
-            else:
-                x = x.clone()
-                x[:, :truncation_cutoff] = self.w_avg.lerp(x[:, :truncation_cutoff], truncation_psi)
+            x = ops.truncate(x, self.w_avg, truncation_psi, truncation_cutoff)
         return x
 
 

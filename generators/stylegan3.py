@@ -184,8 +184,7 @@ class MappingNetwork(nn.Module):
             self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
         if truncation_psi != 1:
-            cutoff = self.num_ws if truncation_cutoff is None else truncation_cutoff
-            x[:, :cutoff] = self.w_avg.lerp(x[:, :cutoff], truncation_psi)
+            x = ops.truncate(x, self.w_avg, truncation_psi, truncation_cutoff)
         return x
 
     def extra_repr(self):
