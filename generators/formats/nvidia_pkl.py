@@ -95,6 +95,25 @@ def _bool(v: Any, what: str) -> bool:
 
 
 
+
+def _mapping_layers(m, where, c_dim, allow_empty):
+    """The ``fc0..fc{n-1}`` layers and the optional ``embed`` of a mapping network, checked."""
+    mods = _children(m)
+    fcs = []
+    while f"fc{len(fcs)}" in mods:
+        fcs.append(_child(m, f"fc{len(fcs)}", where))
+    extra = [n for n in mods if n != "embed" and not re.fullmatch(r"fc\d+", n)]
+    if extra or len(fcs) != sum(1 for n in mods if re.fullmatch(r"fc\d+", n)) or not (fcs or allow_empty):
+        raise CheckpointError(f"{where}: unexpected submodules {sorted(mods)}")
+    n_attr = _attr(m, "num_layers", where, None)
+    if n_attr is not None and _int(n_attr, f"{where}.num_layers") != len(fcs):
+        raise CheckpointError(f"{where}: num_layers is {n_attr} but there are {len(fcs)} fc layers")
+    embed = _child(m, "embed", where, required=False)
+    if (embed is not None) != (c_dim > 0):
+        raise CheckpointError(f"{where}: c_dim is {c_dim} but the label embedding is "
+                              f"{'present' if embed is not None else 'absent'}")
+    return fcs, embed
+
 def _collect_clamp_act(layer, where, clamps, acts):
     """Record one layer's conv_clamp and activation for the agreement checks."""
     clamps.append((where, _clamp(_attr(layer, "conv_clamp", where), f"{where}.conv_clamp")))
@@ -215,20 +234,7 @@ def _check_fp16_top(flags: Dict[int, bool], where: str) -> int:
 def _read_mapping(m: PersistentObject, where: str, z_dim: int, c_dim: int, w_dim: int,
                   with_w_avg: bool) -> Dict[str, Any]:
     """Mapping kwargs (num_layers, embed_features, layer_features, activation, lr_multiplier[, w_avg_beta])."""
-    mods = _children(m)
-    fcs = []
-    while f"fc{len(fcs)}" in mods:
-        fcs.append(_child(m, f"fc{len(fcs)}", where))
-    extra = [n for n in mods if n != "embed" and not re.fullmatch(r"fc\d+", n)]
-    if extra or len(fcs) != sum(1 for n in mods if re.fullmatch(r"fc\d+", n)):
-        raise CheckpointError(f"{where}: unexpected submodules {sorted(mods)}")
-    n_attr = _attr(m, "num_layers", where, None)
-    if n_attr is not None and _int(n_attr, f"{where}.num_layers") != len(fcs):
-        raise CheckpointError(f"{where}: num_layers is {n_attr} but there are {len(fcs)} fc layers")
-    embed = _child(m, "embed", where, required=False)
-    if (embed is not None) != (c_dim > 0):
-        raise CheckpointError(f"{where}: c_dim is {c_dim} but the label embedding is "
-                              f"{'present' if embed is not None else 'absent'}")
+    fcs, embed = _mapping_layers(m, where, c_dim, allow_empty=True)
     embed_features = 0
     if embed is not None:
         ew = _tensor(embed, "weight", f"{where}.embed")      # [embed_features, c_dim]
@@ -399,20 +405,7 @@ def _pair(v: Any, what: str) -> List[int]:
 
 
 def _read_sg3_mapping(m: PersistentObject, where: str, z_dim: int, c_dim: int, w_dim: int) -> Dict[str, Any]:
-    mods = _children(m)
-    fcs = []
-    while f"fc{len(fcs)}" in mods:
-        fcs.append(_child(m, f"fc{len(fcs)}", where))
-    extra = [n for n in mods if n != "embed" and not re.fullmatch(r"fc\d+", n)]
-    if extra or len(fcs) != sum(1 for n in mods if re.fullmatch(r"fc\d+", n)) or not fcs:
-        raise CheckpointError(f"{where}: unexpected submodules {sorted(mods)}")
-    n_attr = _attr(m, "num_layers", where, None)
-    if n_attr is not None and _int(n_attr, f"{where}.num_layers") != len(fcs):
-        raise CheckpointError(f"{where}: num_layers is {n_attr} but there are {len(fcs)} fc layers")
-    embed = _child(m, "embed", where, required=False)
-    if (embed is not None) != (c_dim > 0):
-        raise CheckpointError(f"{where}: c_dim is {c_dim} but the label embedding is "
-                              f"{'present' if embed is not None else 'absent'}")
+    fcs, embed = _mapping_layers(m, where, c_dim, allow_empty=False)
     if embed is not None:
         ew = _tensor(embed, "weight", f"{where}.embed")
         if list(ew.shape) != [w_dim, c_dim]:
