@@ -338,26 +338,33 @@ class Generator(nn.Module):
     """z, c -> image. ``G.mapping`` and ``G.synthesis`` can be called separately (NVIDIA's API)."""
 
     family = "stylegan2"
+    mapping_class = None     # set below the class: MappingNetwork (StyleGAN3 overrides both)
+    synthesis_class = None
 
     def __init__(self, z_dim=512, c_dim=0, w_dim=512, img_resolution=1024, img_channels=3, mapping_kwargs=None,
-                 synthesis_kwargs=None):
+                 synthesis_kwargs=None, **flat_synthesis_kwargs):
+        """``flat_synthesis_kwargs``: NVIDIA's stylegan3 repo passes synthesis settings flat."""
         super().__init__()
         mapping_kwargs = dict(mapping_kwargs or {})
-        synthesis_kwargs = dict(synthesis_kwargs or {})
+        synthesis_kwargs = dict(synthesis_kwargs or {}, **flat_synthesis_kwargs)
         self.init_kwargs = copy.deepcopy(dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
                                               img_channels=img_channels, mapping_kwargs=mapping_kwargs,
                                               synthesis_kwargs=synthesis_kwargs))
         self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
         self.img_resolution, self.img_channels = img_resolution, img_channels
-        self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, **synthesis_kwargs)
+        self.synthesis = self.synthesis_class(w_dim, img_resolution, img_channels, **synthesis_kwargs)
         self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, **mapping_kwargs)
+        self.mapping = self.mapping_class(z_dim, c_dim, w_dim, self.num_ws, **mapping_kwargs)
 
     def forward(self, z, c=None, truncation_psi=1, truncation_cutoff=None, noise_mode="const", update_emas=False,
                 **synthesis_kwargs):
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
                           update_emas=update_emas)
         return self.synthesis(ws, noise_mode=noise_mode, **synthesis_kwargs)
+
+
+Generator.mapping_class = MappingNetwork
+Generator.synthesis_class = SynthesisNetwork
 
 
 # ----------------------------------------------------------------------------------------

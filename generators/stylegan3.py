@@ -16,7 +16,6 @@ NVIDIA's reference spends extra passes (the activation gain and the input normal
 """
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import ops
+from . import stylegan2
 from .stylegan2 import FullyConnectedLayer
 
 __all__ = ["Generator", "MappingNetwork", "SynthesisNetwork", "SynthesisInput", "SynthesisLayer",
@@ -461,7 +461,7 @@ class SynthesisNetwork(nn.Module):
         return x.contiguous()
 
 
-class Generator(nn.Module):
+class Generator(stylegan2.Generator):
     """z, c -> image. ``G.mapping`` and ``G.synthesis`` can be called separately (NVIDIA's API).
 
     Kwargs: z_dim, c_dim, w_dim, img_resolution, img_channels, ``mapping_kwargs`` (num_layers,
@@ -471,20 +471,8 @@ class Generator(nn.Module):
     """
 
     family = "stylegan3"
-
-    def __init__(self, z_dim=512, c_dim=0, w_dim=512, img_resolution=1024, img_channels=3, mapping_kwargs=None,
-                 synthesis_kwargs=None, **flat_synthesis_kwargs):
-        super().__init__()
-        mapping_kwargs = dict(mapping_kwargs or {})
-        synthesis_kwargs = dict(synthesis_kwargs or {}, **flat_synthesis_kwargs)
-        self.init_kwargs = copy.deepcopy(dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
-                                              img_channels=img_channels, mapping_kwargs=mapping_kwargs,
-                                              synthesis_kwargs=synthesis_kwargs))
-        self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
-        self.img_resolution, self.img_channels = img_resolution, img_channels
-        self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, **synthesis_kwargs)
-        self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, **mapping_kwargs)
+    mapping_class = None      # this module's MappingNetwork / SynthesisNetwork, set below the class
+    synthesis_class = None
 
     def set_transform(self, translate=(0.0, 0.0), angle_deg=0.0) -> None:
         """Translate / rotate the generated image (sets ``synthesis.input.transform`` to the inverse)."""
@@ -495,3 +483,7 @@ class Generator(nn.Module):
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
                           update_emas=update_emas)
         return self.synthesis(ws, noise_mode=noise_mode, update_emas=update_emas, **synthesis_kwargs)
+
+
+Generator.mapping_class = MappingNetwork
+Generator.synthesis_class = SynthesisNetwork

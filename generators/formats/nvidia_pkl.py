@@ -297,17 +297,19 @@ def generator_family(gen: PersistentObject) -> str:
     raise CheckpointError(f"unrecognised generator: synthesis submodules {sorted(mods)[:8]}")
 
 
+
+def _generator_header(gen):
+    """(z_dim, c_dim, w_dim, img_resolution, img_channels, synthesis, mapping) of a pickled Generator."""
+    where = "G"
+    dims = [_int(_attr(gen, k, where), f"G.{k}") for k in ("z_dim", "c_dim", "w_dim", "img_resolution",
+                                                           "img_channels")]
+    return (*dims, _child(gen, "synthesis", where), _child(gen, "mapping", where))
+
+
 def read_sg2_generator(gen: PersistentObject) -> NetworkSpec:
     """StyleGAN2 ``Generator`` (either repo) -> ``stylegan2.Generator`` spec."""
     where = "G"
-    st = gen.state
-    z_dim = _int(_attr(gen, "z_dim", where), "G.z_dim")
-    c_dim = _int(_attr(gen, "c_dim", where), "G.c_dim")
-    w_dim = _int(_attr(gen, "w_dim", where), "G.w_dim")
-    res = _int(_attr(gen, "img_resolution", where), "G.img_resolution")
-    img_channels = _int(_attr(gen, "img_channels", where), "G.img_channels")
-    syn = _child(gen, "synthesis", where)
-    mapping = _child(gen, "mapping", where)
+    z_dim, c_dim, w_dim, res, img_channels, syn, mapping = _generator_header(gen)
 
     # Blocks b4 ... bR, in module order.
     block_res = _resolutions(_children(syn), "G.synthesis")
@@ -482,13 +484,7 @@ def _read_sg3_layer(layer: PersistentObject, lw: str, w_dim: int) -> Dict[str, A
 def read_sg3_generator(gen: PersistentObject) -> NetworkSpec:
     """StyleGAN3 ``Generator`` (T or R) -> ``stylegan3.Generator`` spec with explicit per-layer geometry."""
     where = "G"
-    z_dim = _int(_attr(gen, "z_dim", where), "G.z_dim")
-    c_dim = _int(_attr(gen, "c_dim", where), "G.c_dim")
-    w_dim = _int(_attr(gen, "w_dim", where), "G.w_dim")
-    res = _int(_attr(gen, "img_resolution", where), "G.img_resolution")
-    img_channels = _int(_attr(gen, "img_channels", where), "G.img_channels")
-    syn = _child(gen, "synthesis", where)
-    mapping = _child(gen, "mapping", where)
+    z_dim, c_dim, w_dim, res, img_channels, syn, mapping = _generator_header(gen)
     sw = "G.synthesis"
 
     names = _attr(syn, "layer_names", sw)
