@@ -18,6 +18,9 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)      # mkstemp makes 0600; finished files get the usual mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
