@@ -71,3 +71,65 @@ def parse_range(spec: str) -> List[int]:
     if not out:
         raise ValueError(f"no numbers in {spec!r}")
     return out
+
+
+class VideoWriterError(ValueError):
+    """A video format that cannot be written here (MP4 without imageio-ffmpeg, an unknown suffix)."""
+
+
+VIDEO_FORMATS = {".gif": "gif", ".mp4": "mp4"}
+
+
+def _mp4_module():
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        raise VideoWriterError("MP4 needs imageio-ffmpeg: pip install imageio-ffmpeg (or pip install "
+                               "'gankit[video]'), or write a GIF instead") from None
+    return imageio_ffmpeg
+
+
+def mp4_available() -> bool:
+    """True when imageio-ffmpeg (which ships its own ffmpeg binary) can be imported."""
+    try:
+        _mp4_module()
+        return True
+    except VideoWriterError:
+        return False
+
+
+def save_video(frames: Sequence[np.ndarray], path, fps: float = 8.0) -> None:
+    """Write uint8 RGB frames [H, W, 3] (all the same size) as an animation, atomically; the suffix picks the
+    format: ``.gif`` (Pillow, loops forever) or ``.mp4`` (H.264 via imageio-ffmpeg, yuv420p so that any
+    player shows it; odd sizes are padded by one white row/column, since 4:2:0 needs even sizes)."""
+    path = Path(path)
+    kind = VIDEO_FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise VideoWriterError(f"{path}: unknown video suffix; use one of {', '.join(VIDEO_FORMATS)}")
+    frames = [np.asarray(f) for f in frames]
+    if not frames:
+        raise ValueError("no frames to write")
+    shape = frames[0].shape
+    if any(f.shape != shape or f.dtype != np.uint8 for f in frames) or len(shape) != 3 or shape[2] != 3:
+        raise ValueError(f"frames must all be uint8 [H, W, 3] of one size, got {[f.shape for f in frames[:3]]}...")
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if kind == "gif":
+        pil = [to_pil(f) for f in frames]
+        with atomic_path(path) as tmp:
+            pil[0].save(tmp, format="GIF", save_all=True, append_images=pil[1:], duration=round(1000 / fps), loop=0)
+        return
+    ffmpeg = _mp4_module()
+    h, w = shape[:2]
+    ph, pw = h % 2, w % 2
+    with atomic_path(path) as tmp:
+        writer = ffmpeg.write_frames(tmp, (w + pw, h + ph), fps=fps, codec="libx264", macro_block_size=1,
+                                     output_params=["-f", "mp4", "-movflags", "+faststart"])
+        writer.send(None)  # start ffmpeg
+        try:
+            for f in frames:
+                if ph or pw:
+                    f = np.pad(f, ((0, ph), (0, pw), (0, 0)), constant_values=255)
+                writer.send(np.ascontiguousarray(f))
+        finally:
+            writer.close()
