@@ -21,7 +21,9 @@ from torch import nn
 
 from . import identity
 
-__all__ = ["IdentityLoss", "identity_similarity", "FaceFeatureDistance", "OFFLINE_LOSSES", "OFFLINE_HINT"]
+__all__ = ["IdentityLoss", "identity_similarity", "FaceFeatureDistance", "OFFLINE_LOSSES", "OFFLINE_HINT",
+           "LPIPS", "ReconstructionLoss", "LOSS_NAMES", "parse_loss", "per_image_mse", "psnr",
+           "perceptual_resize", "lpips_backbone_path", "MissingWeightsError", "LossSpecError"]
 
 # names a caller can offer when LPIPS / ArcFace weights are missing
 OFFLINE_LOSSES = {"id-dlib": "IdentityLoss", "face-features": "FaceFeatureDistance"}
@@ -149,3 +151,170 @@ class FaceFeatureDistance(_OnDlibNet):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.per_image(x, y).mean()
+
+
+
+# ----------------------------------------------------------------------------------------------
+# Reconstruction losses for projection / PTI: LPIPS (lpips package), MSE, ArcFace ID, and a
+# weighted per-image combination of any of them.
+# ----------------------------------------------------------------------------------------------
+
+from .arcface import MissingWeightsError  # noqa: E402  (one error class for every missing weight file)
+
+LOSS_NAMES = ("lpips", "lpips-alex", "mse", "arcface", "face-features", "id-dlib")
+
+
+class LossSpecError(ValueError):
+    """A loss specification names an unknown term or a bad weight."""
+
+
+def parse_loss(spec) -> dict:
+    """``"lpips"``, ``"lpips,mse=0.1"``, ``"lpips+mse"`` or a dict -> {name: weight} (weights > 0 kept)."""
+    if isinstance(spec, dict):
+        items = list(spec.items())
+    else:
+        items = []
+        for part in str(spec).replace("+", ",").split(","):
+            part = part.strip()
+            if not part:
+                continue
+            name, _, w = part.partition("=")
+            try:
+                items.append((name.strip(), float(w) if w else 1.0))
+            except ValueError:
+                raise LossSpecError(f"bad loss weight in {part!r} (use name=number, e.g. mse=0.1)") from None
+    out = {}
+    for name, w in items:
+        if name not in LOSS_NAMES:
+            raise LossSpecError(f"unknown loss {name!r}; choose from {', '.join(LOSS_NAMES)}")
+        if not float(w) >= 0:
+            raise LossSpecError(f"loss weight of {name} must be >= 0, got {w}")
+        if w > 0:
+            out[name] = float(w)
+    if not out:
+        raise LossSpecError(f"no loss term with a positive weight in {spec!r}")
+    return out
+
+
+def per_image_mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared error per image ``[N]`` (images in [-1, 1])."""
+    return (x - y).square().flatten(1).mean(1)
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB per image ``[N]`` for images in [-1, 1] (peak-to-peak 2)."""
+    return 10 * torch.log10(4.0 / per_image_mse(x.float(), y.float()).clamp_min(1e-20))
+
+
+def perceptual_resize(x: torch.Tensor, min_size: int = 64, max_size: int = 256) -> torch.Tensor:
+    """The image size a perceptual network sees. Larger than 256: area downsampling to 256 (NVIDIA's
+    projector). Smaller than 64 (the tiny test generators): bilinear upsampling to 64, because
+    AlexNet's pooling cannot take less than ~32 px and VGG's deepest layer would be 1 px."""
+    h = x.shape[-1]
+    if h > max_size:
+        return F.interpolate(x, size=(max_size, max_size), mode="area")
+    if h < min_size:
+        return F.interpolate(x, size=(min_size, min_size), mode="bilinear", align_corners=False)
+    return x
+
+
+_LPIPS_ARCH = {"vgg": "VGG16_Weights", "alex": "AlexNet_Weights"}
+
+
+def lpips_backbone_path(net: str = "vgg") -> "Path":
+    """The torch cache file torchvision would download the LPIPS backbone to (never downloaded here)."""
+    import os
+    from pathlib import Path
+    import torchvision.models as tvm
+    url = getattr(tvm, _LPIPS_ARCH[net]).IMAGENET1K_V1.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+class LPIPS(nn.Module):
+    """LPIPS v0.1 of the ``lpips`` package (``net="vgg"`` or ``"alex"``), built offline.
+
+    The package ships the linear-layer weights; the ImageNet backbone is read from the torch cache
+    (``lpips_backbone_path``), checked *before* anything is built so torchvision never tries to
+    download. Both files load with ``weights_only=True``. Inputs: [N, 3, H, W] in [-1, 1], resized by
+    :func:`perceptual_resize`. ``per_image`` gives ``[N]``."""
+
+    def __init__(self, net: str = "vgg", backbone_path=None):
+        super().__init__()
+        import warnings
+        from pathlib import Path
+        if net not in _LPIPS_ARCH:
+            raise ValueError(f"LPIPS net must be 'vgg' or 'alex', got {net!r}")
+        path = Path(backbone_path) if backbone_path is not None else lpips_backbone_path(net)
+        if not path.is_file():
+            name = "lpips" if net == "vgg" else "lpips-alex"
+            raise MissingWeightsError(
+                f"LPIPS ({name}) backbone weights not found: {path} (torchvision's ImageNet {net} file; gankit does "
+                f"not download it); use --loss mse, or the {OFFLINE_HINT}")
+        try:
+            import lpips as lpips_pkg
+        except ImportError:
+            raise MissingWeightsError("the lpips package is not installed (pip install lpips); use --loss mse, or the "
+                                      + OFFLINE_HINT) from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # torchvision's 'pretrained' deprecation notice
+            model = lpips_pkg.LPIPS(pretrained=False, net=net, pnet_rand=True, verbose=False)
+        backbone = torch.load(path, map_location="cpu", weights_only=True)
+        mapped = {}
+        for key in model.net.state_dict():                      # sliceK.<i>.weight <- features.<i>.weight
+            _, idx, leaf = key.split(".")
+            mapped[key] = backbone[f"features.{idx}.{leaf}"]
+        model.net.load_state_dict(mapped)
+        lin_path = Path(lpips_pkg.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
+        lins = torch.load(lin_path, map_location="cpu", weights_only=True)
+        missing, unexpected = model.load_state_dict(lins, strict=False)
+        if unexpected or any(k.startswith("lin") and not k.startswith("lins.") for k in missing):
+            raise ValueError(f"{lin_path}: unexpected LPIPS linear weights")
+        self.model = model.eval().requires_grad_(False)
+        self.net = net
+
+    def per_image(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.model(perceptual_resize(x), perceptual_resize(y)).flatten()
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.per_image(x, y).mean()
+
+
+def _build_term(name: str, device) -> Optional[nn.Module]:
+    if name == "mse":
+        return None
+    if name in ("lpips", "lpips-alex"):
+        m = LPIPS("vgg" if name == "lpips" else "alex")
+    elif name == "arcface":
+        from .arcface import ArcFaceIDLoss
+        m = ArcFaceIDLoss()
+    elif name == "face-features":
+        m = FaceFeatureDistance()
+    else:  # id-dlib
+        m = IdentityLoss()
+    return m.to(device) if device is not None else m
+
+
+class ReconstructionLoss(nn.Module):
+    """Weighted sum of loss terms, kept per image: ``forward(x, y) -> (total [N], {name: [N]})``.
+
+    Per-image values (never a batch mean) make a batched optimization equal to separate runs: each
+    image's latents only receive gradient from that image's loss. All networks are built here, so a
+    missing weight file fails before any optimization starts."""
+
+    def __init__(self, spec="lpips", device=None):
+        super().__init__()
+        self.weights = parse_loss(spec)
+        self.terms = nn.ModuleDict()
+        for name in self.weights:
+            m = _build_term(name, device)
+            if m is not None:
+                self.terms[name] = m
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor):
+        values = {}
+        total = 0.0
+        for name, w in self.weights.items():
+            v = per_image_mse(x, y) if name == "mse" else self.terms[name].per_image(x, y)
+            values[name] = v
+            total = total + w * v
+        return total, values
