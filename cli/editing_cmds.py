@@ -106,16 +106,28 @@ def register_edit(main, run_safely, CLIError):
     @click.option("--direction", "-d", "direction", required=True, help="direction file (.npz/.npy/.pt, any supported layout)")
     @click.option("--index", "-i", default="0", show_default=True, help="direction index or name")
     @click.option("--latents", "-l", default=None, type=click.Path(exists=True, dir_okay=False),
-                  help=".npz with 'ws' [N, num_ws, w_dim] (or 'w' [N, w_dim]); default: --seeds")
+                  help="latent file: gankit's latents.npz (gankit invert) or any format it reads, or an .npz with "
+                       "'ws' [N, num_ws, w_dim] (or 'w' [N, w_dim]); default: --seeds")
+    @click.option("--offsets", "offsets", default=None, type=click.Path(exists=True),
+                  help="HyperStyle weight offsets: a folder of <name>.safetensors or one file for every latent "
+                       "[default: the offsets/ folder next to a HyperStyle latents.npz]")
+    @click.option("--no-offsets", is_flag=True, help="render HyperStyle latents without their weight offsets")
     @click.option("--seeds", default="0-3", show_default=True, help="used when no --latents are given")
     @click.option("--trunc", default=1.0, show_default=True, type=float)
     @click.option("--strength", default="-3:3:7", show_default=True, help="START:END:STEPS or a comma list")
     @click.option("--layers", default=None, help="W+ rows to edit (e.g. 0-5, coarse); default: the file's layers or all")
     @click.option("--raw", is_flag=True, help="do not multiply by the file's per-direction scales (GANSpace stdev)")
+    @click.option("--video", default="gif", show_default=True, type=click.Choice(["gif", "mp4", "none"]),
+                  help="the sweep as an animation (mp4 needs imageio-ffmpeg)")
+    @click.option("--fps", default=6.67, show_default=True, type=click.FloatRange(min=0.1), help="animation speed")
     @click.option("--out", "-o", required=True, type=click.Path(file_okay=False))
     @run_safely
-    def edit(source, direction, index, latents, seeds, trunc, strength, layers, raw, out):
-        """Apply a direction at several strengths: per-image strips, grid.png and sweep.gif."""
+    def edit(source, direction, index, latents, offsets, no_offsets, seeds, trunc, strength, layers, raw, video, fps,
+             out):
+        """Apply a direction at several strengths: per-image strips, grid.png and sweep.gif (or sweep.mp4).
+
+        HyperStyle results (``gankit invert --method hyperstyle``) are rendered with their per-image weight
+        offsets, so the edits keep the detail of the reconstruction."""
         from pathlib import Path
 
         import numpy as np
@@ -125,6 +137,8 @@ def register_edit(main, run_safely, CLIError):
         from editing import directions as D
         from generators import images
 
+        if video == "mp4" and not images.mp4_available():
+            raise CLIError("--video mp4 needs imageio-ffmpeg: pip install imageio-ffmpeg, or use --video gif")
         G = generators.load(source)
         dirs = D.read(direction)
         key = int(index) if str(index).lstrip("-").isdigit() else index
@@ -134,14 +148,13 @@ def register_edit(main, run_safely, CLIError):
             raise CLIError(f"direction {index!r} not in {direction} ({len(dirs)} directions)")
         if vec.shape[-1] != G.w_dim:
             raise CLIError(f"direction has {vec.shape[-1]} dims but the generator's w_dim is {G.w_dim}")
+        if offsets is not None and no_offsets:
+            raise CLIError("give --offsets or --no-offsets, not both")
+        if offsets is not None and not latents:
+            raise CLIError("--offsets needs --latents (the offsets belong to inverted images)")
+        offset_files = None                     # per latent: its HyperStyle offsets file
         if latents:
-            with np.load(latents, allow_pickle=False) as f:
-                if "ws" in f.files:
-                    ws = torch.from_numpy(f["ws"]).float()
-                elif "w" in f.files:
-                    ws = torch.from_numpy(f["w"]).float()[:, None].repeat(1, G.num_ws, 1)
-                else:
-                    raise CLIError(f"{latents}: no 'ws' or 'w' array")
+            ws, offset_files = _read_edit_latents(latents, G, offsets, no_offsets, CLIError)
         else:
             seed_list = images.parse_range(seeds)
             z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in seed_list])).float()
@@ -157,19 +170,58 @@ def register_edit(main, run_safely, CLIError):
         out.mkdir(parents=True, exist_ok=True)
         rows = []                               # rows[n] = list of frames for image n
         with torch.no_grad():
-            for s in values:
-                img = images.to_uint8(G.synthesis(apply_edit(ws, vec, s, layers), noise_mode="const"))
-                for n, arr in enumerate(img):
-                    if len(rows) <= n:
-                        rows.append([])
-                    rows[n].append(arr)
+            if offset_files is None:
+                for s in values:
+                    img = images.to_uint8(G.synthesis(apply_edit(ws, vec, s, layers), noise_mode="const"))
+                    for n, arr in enumerate(img):
+                        if len(rows) <= n:
+                            rows.append([])
+                        rows[n].append(arr)
+            else:                               # one image at a time: each has its own generator weights
+                from encoders.hyperstyle import synthesize_with_offsets
+                from inversion import offsets as O
+                for n in range(len(ws)):
+                    offs = {k: v[None] for k, v in O.load(offset_files[n]).items()}   # [1, O, I, k, k]
+                    edited = torch.cat([apply_edit(ws[n:n + 1], vec, s, layers) for s in values])
+                    rows.append(list(images.to_uint8(synthesize_with_offsets(G, edited, offs, noise_mode="const"))))
         for n, frames in enumerate(rows):
             images.save_image(np.concatenate(frames, axis=1), out / f"strip{n:04d}.png")
         images.save_image(images.grid([f for frames in rows for f in frames], cols=len(values)), out / "grid.png")
-        gif = [images.to_pil(images.grid([frames[t] for frames in rows])) for t in range(len(values))]
-        gif = gif + gif[-2:0:-1]                # ping-pong
-        gif[0].save(out / "sweep.gif", save_all=True, append_images=gif[1:], duration=150, loop=0)
-        click.echo(f"edited {len(rows)} image(s) at {len(values)} strengths -> {out} (strips, grid.png, sweep.gif)")
+        written = "strips, grid.png"
+        if video != "none":
+            sweep = [images.grid([frames[t] for frames in rows]) for t in range(len(values))]
+            sweep = sweep + sweep[-2:0:-1]      # ping-pong
+            images.save_video(sweep, out / f"sweep.{video}", fps=fps)
+            written += f", sweep.{video}"
+        click.echo(f"edited {len(rows)} image(s) at {len(values)} strengths -> {out} ({written})")
+
+
+def _read_edit_latents(path, G, offsets, no_offsets, CLIError):
+    """``ws`` [N, num_ws, w_dim] of a latent file, and each latent's HyperStyle offsets file (or None).
+
+    An .npz with ``ws`` (or a 2-D ``w`` [N, w_dim]) is read as such; everything else through
+    ``inversion.latents.read`` (gankit's latents.npz and the reference tools' formats)."""
+    import numpy as np
+    import torch
+    from inversion import latents as L
+    from inversion import offsets as O
+
+    if str(path).lower().endswith(".npz"):
+        with np.load(path, allow_pickle=False) as f:
+            if "ws" in f.files:
+                ws = torch.from_numpy(f["ws"]).float()
+            elif "w" in f.files and "format" not in f.files and f["w"].ndim == 2:
+                ws = torch.from_numpy(f["w"]).float()[:, None].repeat(1, G.num_ws, 1)
+            else:
+                ws = None
+        if ws is not None:
+            if offsets is not None:
+                raise CLIError(f"{path} has no image names to match offsets to; use a gankit latents.npz")
+            return ws, None
+    lat = L.read(path)
+    ws = lat.torch(num_ws=G.num_ws).float()
+    files = None if no_offsets else O.locate(path, lat.names, lat.method, offsets)
+    return ws, files
 
 
 def register_interfacegan(directions_group, run_safely, CLIError):
