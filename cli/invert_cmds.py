@@ -86,7 +86,8 @@ class _Video:
 
 ENCODER_METHODS = ("psp", "e4e", "restyle", "hyperstyle")
 # options of the optimizers that mean nothing to an encoder (an explicit value is refused)
-_OPTIMIZER_ONLY = ("space", "steps", "pti_steps", "loss", "lr", "seed", "no_noise", "w_avg_samples", "locality",
+_OPTIMIZER_ONLY = ("space", "steps", "pti_steps", "loss", "lr", "seed", "no_noise", "w_warmup", "w_avg_samples",
+                   "locality",
                    "deltas", "video")
 
 
@@ -112,6 +113,18 @@ def _resume(lat_path, sha, method, CLIError):
     if done.method and done.method != method:
         raise CLIError(f"{lat_path} was made with --method {done.method}; use a new --out folder")
     return done
+
+
+def _pending(lat_path, sha, method, paths, stems, CLIError):
+    """(earlier latents or None, [(path, stem)] still to invert); prints when nothing or something is left."""
+    done = _resume(lat_path, sha, method, CLIError)
+    done_names = set(done.names) if done is not None else set()
+    todo = [(p, s) for p, s in zip(paths, stems) if s not in done_names]
+    if not todo:
+        click.echo(f"all {len(paths)} image(s) already inverted in {lat_path}")
+    elif done_names:
+        click.echo(f"resuming: {len(done_names)} done, {len(todo)} to go")
+    return done, todo
 
 
 def register(main, run_safely, CLIError):
@@ -143,6 +156,8 @@ def register(main, run_safely, CLIError):
     @click.option("--lr", default=None, type=float, help="peak learning rate [projection 0.1, PTI 3e-4]")
     @click.option("--seed", default=303, show_default=True, type=int, help="image i of the run uses seed + i")
     @click.option("--no-noise", is_flag=True, help="do not optimize the noise inputs (keep the generator's)")
+    @click.option("--w-warmup", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+                  help="W+ projection: fraction of the steps spent in W first (0 = NVIDIA's recipe)")
     @click.option("--w-avg-samples", default=10000, show_default=True, type=click.IntRange(min=2))
     @click.option("--locality", is_flag=True, help="PTI locality regularization (alpha 30, weight 0.1)")
     @click.option("--deltas", is_flag=True, help="PTI: save weight deltas instead of full checkpoints")
@@ -152,7 +167,7 @@ def register(main, run_safely, CLIError):
     @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="output folder")
     @run_safely
     def invert(images, source, method, encoder, iters, w_encoder, space, steps, pti_steps, batch, loss, lr, seed,
-               no_noise, w_avg_samples, locality, deltas, align, video, device, out):
+               no_noise, w_warmup, w_avg_samples, locality, deltas, align, video, device, out):
         """Invert images into a generator's latent space (projection, PTI or an encoder); resumable."""
         from cli.main import _expand_inputs, _unique_stem
 
@@ -197,11 +212,12 @@ def register(main, run_safely, CLIError):
         if steps is None:
             steps = 1000 if method == "projection" else 450
         return _invert_optimizer(paths, stems, source, method, space, steps, pti_steps, batch, loss, lr, seed,
-                                 no_noise, w_avg_samples, locality, deltas, align, video, device, out, CLIError)
+                                 no_noise, w_avg_samples, locality, deltas, align, video, device, out, CLIError,
+                                 w_warmup=w_warmup)
 
 
 def _invert_optimizer(paths, stems, source, method, space, steps, pti_steps, batch, loss, lr, seed, no_noise,
-                      w_avg_samples, locality, deltas, align, video, device, out, CLIError):
+                      w_avg_samples, locality, deltas, align, video, device, out, CLIError, w_warmup=0.0):
     """Projection / PTI over the images in batches; ``latents.npz`` is rewritten after every batch."""
     from tqdm import tqdm
     import generators
@@ -215,16 +231,11 @@ def _invert_optimizer(paths, stems, source, method, space, steps, pti_steps, bat
     lat_path = out / "latents.npz"
     G = generators.load(source, device=device)
     sha = generator_sha256(G)
-    done = _resume(lat_path, sha, method, CLIError)
-    done_names = set(done.names) if done is not None else set()
-    todo = [(p, s) for p, s in zip(paths, stems) if s not in done_names]
+    done, todo = _pending(lat_path, sha, method, paths, stems, CLIError)
     if not todo:
-        click.echo(f"all {len(paths)} image(s) already inverted in {lat_path}")
         return
     loss_fn = ReconstructionLoss(loss, device=device)      # missing weights fail here, before any work
     stats = w_stats(G, w_avg_samples, device=device) if method == "projection" else None
-    if done_names:
-        click.echo(f"resuming: {len(done_names)} done, {len(todo)} to go")
     index_path = out / "generators" / "index.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {}
 
@@ -237,7 +248,7 @@ def _invert_optimizer(paths, stems, source, method, space, steps, pti_steps, bat
         if method == "projection":
             res = project(G, targets, space=space, steps=steps, loss=loss_fn, seed=seeds,
                           lr=lr if lr is not None else 0.1, optimize_noise=not no_noise, stats=stats,
-                          device=device, callback=rec)
+                          device=device, callback=rec, w_warmup=w_warmup if space == "w+" else 0.0)
         else:
             from inversion.pivotal_tuning import pti, save_deltas, save_tuned
             pk = dict(space=space if space != "w+" else "w", steps=steps, w_avg_samples=w_avg_samples,
@@ -278,7 +289,7 @@ def _invert_encoder(paths, stems, source, method, encoder, iters, w_encoder, bat
     from generators.images import save_image, to_uint8
     from inversion import latents as L
     from inversion import offsets as O
-    from inversion.invert import invert as run_invert
+    from inversion.methods import invert as run_invert
 
     model = encoders.load(encoder, device=device, w_encoder=w_encoder)
     have = getattr(model, "method", "")
@@ -294,14 +305,9 @@ def _invert_encoder(paths, stems, source, method, encoder, iters, w_encoder, bat
         G = generators.load(source, device=device)
     sha = generator_sha256(G if G is not None else model.G)
     lat_path = out / "latents.npz"
-    done = _resume(lat_path, sha, method, CLIError)
-    done_names = set(done.names) if done is not None else set()
-    todo = [(p, s) for p, s in zip(paths, stems) if s not in done_names]
+    done, todo = _pending(lat_path, sha, method, paths, stems, CLIError)
     if not todo:
-        click.echo(f"all {len(paths)} image(s) already inverted in {lat_path}")
         return
-    if done_names:
-        click.echo(f"resuming: {len(done_names)} done, {len(todo)} to go")
     out.mkdir(parents=True, exist_ok=True)
     size = int(getattr(model, "input_size", 256))
     for b in tqdm(range(0, len(todo), batch), desc=f"invert ({method})", unit="batch", disable=None):

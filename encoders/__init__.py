@@ -30,7 +30,7 @@ def cli_invert(images, encoder, method=None, iters=None, device="cpu", w_encoder
     """
     import numpy as np
     import torch
-    from inversion.invert import invert
+    from inversion.methods import invert
     if not isinstance(images, torch.Tensor):
         from PIL import Image
         arrs = []

@@ -11,10 +11,13 @@ __all__ = ["align_face", "paste_back", "save_aligned", "load_record",
            "MissingModelError", "RecordError"]
 
 # name -> module of the lazily imported API (torch is only imported when one of these is used)
-_LAZY = {"project": "projection", "w_stats": "projection", "pti": "pivotal_tuning", "save_tuned": "pivotal_tuning",
-         "save_deltas": "pivotal_tuning", "apply_deltas": "pivotal_tuning", "invert": "invert", "InversionResult": "result", "Latents": "latents", "read_latents": "latents",
-         "write_latents": "latents", "save_latents": "latents", "load_latents": "latents"}
-_RENAMED = {"read_latents": "read", "write_latents": "write", "save_latents": "save", "load_latents": "load"}
+_LAZY = {"project": "projection", "w_stats": "projection",
+         "pti": "pivotal_tuning", "save_tuned": "pivotal_tuning", "save_deltas": "pivotal_tuning",
+         "apply_deltas": "pivotal_tuning", "invert": "methods", "InversionResult": "result",
+         "Latents": "latents", "read_latents": "latents", "write_latents": "latents", "save_latents": "latents",
+         "load_latents": "latents", "save_offsets": "offsets", "load_offsets": "offsets"}
+_RENAMED = {"read_latents": "read", "write_latents": "write", "save_latents": "save", "load_latents": "load",
+            "save_offsets": "save", "load_offsets": "load"}
 __all__ += list(_LAZY)
 
 

@@ -160,7 +160,7 @@ def project(G, targets: torch.Tensor, space: str = "w", steps: int = 1000, *, lo
             noise_reg: float = 1e5, optimize_noise: bool = True, w_avg_samples: int = 10000,
             stats: Optional[tuple] = None, c: Optional[torch.Tensor] = None, device=None,
             progress: Optional[bool] = None, callback: Optional[Callable] = None,
-            snapshot_every: int = 0) -> InversionResult:
+            snapshot_every: int = 0, w_warmup: float = 0.0, noise_init: Optional[list] = None) -> InversionResult:
     """Project ``targets`` [N, C, H, W] in [-1, 1] into ``space`` ("w", "w+", "z") of ``G``.
 
     loss:       a spec for :class:`inversion.losses.ReconstructionLoss` ("lpips", "mse", "lpips,mse=0.1",
@@ -172,6 +172,11 @@ def project(G, targets: torch.Tensor, space: str = "w", steps: int = 1000, *, lo
     c:          labels [N, c_dim] for conditional generators
     callback:   called as ``callback(step, ws, images, total)`` after every step (progress videos)
     snapshot_every: keep ws every k steps in ``history["ws"]`` ([k, N, num_ws, w_dim]); 0 = off
+    w_warmup:   W+ only: spend this fraction of ``steps`` projecting into W first, then continue in W+ from
+                there (no w jitter in the W+ part). Not NVIDIA's recipe (default 0 = off), but it avoids the
+                poor local minima W+ falls into from w_avg: on the 32 px fixtures, 300 MSE steps with 0.5
+                give 45-60 dB where plain W+ gives 15-34 dB.
+    noise_init: starting noise maps (as returned in ``InversionResult.noise``) instead of N(0, I) draws
     """
     if space not in SPACES:
         raise ProjectionError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
@@ -197,6 +202,24 @@ def project(G, targets: torch.Tensor, space: str = "w", steps: int = 1000, *, lo
         from .losses import ReconstructionLoss
         loss_fn = ReconstructionLoss(loss, device=device)
 
+    if w_warmup and space == "w+":
+        if not 0 < w_warmup < 1:
+            raise ProjectionError(f"w_warmup must be in [0, 1), got {w_warmup}")
+        k = min(max(int(round(steps * w_warmup)), 1), steps - 1) if steps > 1 else 0
+        if k > 0:
+            if stats is None:
+                stats = w_stats(G, w_avg_samples, device=device)
+            common = dict(loss=loss_fn, seed=seed, lr=lr, lr_rampup=lr_rampup, lr_rampdown=lr_rampdown,
+                          noise_ramp=noise_ramp, noise_reg=noise_reg, optimize_noise=optimize_noise, stats=stats,
+                          c=c, device=device, progress=progress, callback=callback, snapshot_every=snapshot_every)
+            first = project(G, targets, "w", k, init=init, noise_factor=noise_factor, noise_init=noise_init, **common)
+            second = project(G, targets, "w+", steps - k, init=first.ws, noise_factor=0.0, noise_init=first.noise,
+                             **common)
+            for key, v in first.history.items():
+                if key in second.history:
+                    second.history[key] = np.concatenate([v, second.history[key]])
+            return second
+
     from tqdm import tqdm
     req = [p.requires_grad for p in G.parameters()]
     G.requires_grad_(False)
@@ -210,6 +233,11 @@ def project(G, targets: torch.Tensor, space: str = "w", steps: int = 1000, *, lo
         latent = _init_latent(G, space, init, n, w_avg, gens, device).requires_grad_(True)
         res_list = noise_inputs(G) if optimize_noise else []
         noise = [(_randn(gens, [1, r, r], device) if r is not None else None) for r in res_list]
+        if noise_init is not None and res_list:
+            if len(noise_init) != len(noise):
+                raise ProjectionError(f"noise_init has {len(noise_init)} maps, the generator takes {len(noise)}")
+            noise = [None if t is None else torch.as_tensor(t, dtype=torch.float32).to(device).clone()
+                     for t in noise_init]
         noise_params = [t.requires_grad_(True) for t in noise if t is not None]
         opt = torch.optim.Adam([latent] + noise_params, betas=(0.9, 0.999), lr=lr)
 

@@ -6,7 +6,7 @@ import torch
 import encoders
 from encoders.backbones import arcface_input
 from encoders.hyperstyle import synthesize_with_offsets, weight_layers
-from inversion.invert import InversionMethodError, invert
+from inversion.methods import InversionMethodError, invert
 from inversion.result import InversionResult
 
 from conftest import assert_close, need_shared

@@ -3,8 +3,8 @@
     r = invert(images, method="e4e", encoder="e4e_ffhq_encode.pt")
     r = invert(images, method="restyle", encoder=ckpt, iters=5)
     r = invert(images, method="hyperstyle", encoder="hyperstyle_ffhq.pt", w_encoder="faces_w_encoder.pt")
-    r = invert(images, method="projection", G=G, steps=500)      # -> inversion.project.project
-    r = invert(images, method="pti", G=G)                         # -> inversion.pti
+    r = invert(images, method="projection", G=G, steps=500)      # -> inversion.projection.project
+    r = invert(images, method="pti", G=G)                         # -> inversion.pivotal_tuning.pti
 
 Encoder methods ("psp", "e4e", "restyle", "hyperstyle") take ``encoder``: a path, an encoder
 registry name or a loaded model (``encoders.load``); ``G`` (optional) replaces the embedded generator
