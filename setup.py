@@ -13,12 +13,14 @@ setup(
     packages=[
         "generators",
         "generators.formats",
+        "generators.training",
         "inversion",
         "inversion.faces",
         "encoders",
         "editing",
         "cli",
     ],
+    package_data={"generators": ["models/*.safetensors", "models/*.md"]},
     install_requires=[
         # torch/torchvision ranges admit the 2.14.1 / 0.29.1 wheels of this machine's wheel store.
         "torch>=2.1,<=2.14.1",
@@ -37,6 +39,6 @@ setup(
         "setuptools<81",
         "face-alignment>=1.3.5",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7"], "video": ["imageio-ffmpeg>=0.4"]},
     entry_points={"console_scripts": ["gankit=cli.main:main"]},
 )

@@ -12,31 +12,7 @@ from pathlib import Path
 import click
 
 
-class CLIError(click.ClickException):
-    def show(self, file=None):
-        click.echo(f"gankit: error: {self.format_message()}", err=True)
-
-
-def _user_errors():
-    from generators.spec import CheckpointError
-    from generators.registry import RegistryError
-    return (CheckpointError, RegistryError, ValueError, OSError)
-
-
-def run_safely(fn):
-    """Turn known user-facing exceptions into one-line CLI errors (no traceback)."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except click.ClickException:
-            raise
-        except _user_errors() as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise CLIError(msg) from None
-    return wrapper
+from cli.errors import CLIError, _user_errors, run_safely  # noqa: E402,F401  (shared by the command modules)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -88,13 +64,23 @@ def _generate(G, seeds, trunc, trunc_cutoff, class_idx, noise_mode, out, batch, 
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--translate", default=None, help="StyleGAN3 only: translate the image by x,y (e.g. 0.25,-0.1)")
 @click.option("--rotate", default=None, type=float, help="StyleGAN3 only: rotate the image by this many degrees")
+@click.option("--latents", "latents_file", default=None, type=click.Path(dir_okay=False),
+              help="render the latents of this file (gankit .npz, projected_w.npz, latents.pt/.npy, 0.pt) "
+                   "instead of seeds")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="output folder")
 @run_safely
 def generate(source, seeds, trunc, trunc_cutoff, class_idx, noise_mode, network, batch, device, translate, rotate,
-             out):
-    """Generate images for a list of seeds (PNGs plus grid.png)."""
+             latents_file, out):
+    """Generate images for a list of seeds (PNGs plus grid.png), or render a latent file (--latents)."""
     import generators
     from generators.images import parse_range
+
+    if latents_file is not None:
+        from cli.invert_cmds import generate_from_latents
+        G = generators.load(source, device=device, network=network)
+        written = generate_from_latents(G, latents_file, out, noise_mode, batch, device)
+        click.echo(f"wrote {len(written)} images and grid.png to {out} from {latents_file}")
+        return
 
     seeds = parse_range(seeds)
     shift = (0.0, 0.0)
@@ -169,28 +155,14 @@ def models(family):
 @main.command()
 @click.option("--out", "-o", default="out/demo", show_default=True, type=click.Path(file_okay=False))
 @click.option("--seeds", default="0-15", show_default=True)
+@click.option("--image", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="a face photo to invert and edit (default: a generated face)")
+@click.option("--steps", default=100, show_default=True, type=click.IntRange(min=1), help="projection steps")
 @run_safely
-def demo(out, seeds):
-    """The bundled default job. Until a trained face model is bundled: a seeded random StyleGAN2."""
-    import torch
-    import generators
-    from generators.images import parse_range
-
-    torch.manual_seed(0)
-    G = generators.Generator(z_dim=64, w_dim=64, img_resolution=64, img_channels=3,
-                             mapping_kwargs=dict(num_layers=4),
-                             synthesis_kwargs=dict(channel_base=2048, channel_max=128)).eval()
-    out = Path(out)
-    ckpt_path = out / "seeded-stylegan2-64.safetensors"
-    generators.save(G, ckpt_path)
-    G = generators.load(ckpt_path)  # exercise the round trip the real models take
-    written = _generate(G, parse_range(seeds), 1.0, None, None, "const", out, 8, "cpu")
-    n_params = sum(p.numel() for p in G.parameters())
-    click.echo("gankit demo: no trained face model is bundled yet, so this used a randomly initialised "
-               f"StyleGAN2 (torch seed 0; 64x64, {G.num_ws} ws, {n_params:,} parameters).")
-    click.echo(f"  saved the network in gankit's format: {ckpt_path}")
-    click.echo(f"  generated {len(written)} images (seeds {seeds}, NVIDIA's seed->z convention) "
-               f"and {out / 'grid.png'}")
+def demo(out, seeds, image, steps):
+    """The bundled default job: samples, inversion and edits with gankit's face model."""
+    from cli.demo import run_demo
+    run_demo(out, seeds, image=image, steps=steps)
 
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".jfif", ".ppm", ".pgm"}
@@ -316,6 +288,15 @@ from cli.editing_cmds import register_mix as _register_mix  # noqa: E402
 _register_editing(main, run_safely, CLIError)
 _register_edit(main, run_safely, CLIError)
 _register_mix(main, run_safely, CLIError)
+from cli.invert_cmds import register as _register_invert  # noqa: E402
+_register_invert(main, run_safely, CLIError)
+
+from cli.metrics_cmds import make_metrics_command  # noqa: E402
+main.add_command(make_metrics_command(run_safely, CLIError))
+
+from cli.train_cmds import make_dataset_group, make_train_group  # noqa: E402
+main.add_command(make_train_group(run_safely, CLIError), name="train")
+main.add_command(make_dataset_group(run_safely, CLIError), name="dataset")
 
 
 if __name__ == "__main__":

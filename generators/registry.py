@@ -27,7 +27,7 @@ __all__ = ["RegistryError", "OfflineError", "MODELS", "FORMATS", "FAMILIES", "li
            "get", "cache_dir", "cache_path", "resolve", "sha256_file"]
 
 TIMEOUT_S = 30
-FORMATS = ("nvidia-pkl", "nvidia-tf", "rosinality")
+FORMATS = ("nvidia-pkl", "nvidia-tf", "rosinality", "gankit")
 FAMILIES = ("stylegan1", "stylegan2", "stylegan2-ada", "stylegan3-t", "stylegan3-r")
 _NC = "NVIDIA Source Code License-NC"
 
@@ -99,7 +99,20 @@ def _sg2_ngc(data: str, res: int, desc: str) -> dict:
                   f"StyleGAN2 (PyTorch pickle, NGC collection), {desc} at {res}x{res}", n["mirrors"])
 
 
+# --- gankit's own models, shipped inside the package (``generators/models/``, see MODEL_CARD.md there).
+BUNDLED_DIR = pathlib.Path(__file__).resolve().parent / "models"
+
+
+def _bundled(fname: str, family: str, res: int, desc: str) -> dict:
+    e = _entry(None, "gankit", family, res, desc, license="research-only (trained on UTKFace; see MODEL_CARD.md)",
+               direct_download=False)
+    e["bundled"] = fname
+    return e
+
+
 MODELS: Dict[str, dict] = {
+    "gankit-faces": _bundled("gankit-faces-64.safetensors", "stylegan2-ada", 64,
+                             "gankit's default face model: StyleGAN2-ADA trained on UTKFace at 64x64 (bundled)"),
     # TF-era StyleGAN2 pickles (G, D, Gs tuples of dnnlib.tflib.Network).
     "stylegan2-ffhq-config-f": _entry(_SG2 + "stylegan2-ffhq-config-f.pkl", "nvidia-tf", "stylegan2",
                                       1024, "StyleGAN2 config F, FFHQ faces at 1024x1024"),
@@ -199,6 +212,8 @@ def _url_filename(url: str) -> str:
 
 def cache_path(name_or_url: str) -> pathlib.Path:
     """Where ``resolve`` keeps a registry model (``<name>.<ext>``) or an ad-hoc URL's file."""
+    if name_or_url in MODELS and MODELS[name_or_url].get("bundled"):
+        return BUNDLED_DIR / MODELS[name_or_url]["bundled"]
     if name_or_url in MODELS:
         e = MODELS[name_or_url]
         return cache_dir() / (name_or_url + os.path.splitext(e.get("filename") or _url_filename(e["url"]))[1])
@@ -292,6 +307,11 @@ def resolve(source) -> pathlib.Path:
             return p
         raise RegistryError(f"no such file: {p}")
     source = str(source)
+    if source in MODELS and MODELS[source].get("bundled"):
+        path = BUNDLED_DIR / MODELS[source]["bundled"]
+        if not path.is_file():
+            raise RegistryError(f"the bundled model file {path} is missing from this installation; reinstall gankit")
+        return path
     if source.lower().startswith(("http://", "https://", "file://")):
         dest = cache_path(source)
         entry = next((e for e in MODELS.values() if source == e["url"] or source in e["mirrors"]), None)

@@ -125,3 +125,14 @@ def test_ganspace_fit_generator_smoke():
     ws = G.mapping(torch.randn([2, G.z_dim]), None)
     out = ganspace.edit(ws, comps, 0, 2.0, layers=(0, 2))
     assert torch.equal(out[:, 2:], ws[:, 2:])
+
+
+def test_coarse_vs_fine_on_the_bundled_face_model():
+    # the trained 64 px face model: coarse rows (4-8 px blocks) move the low-pass view more than the two
+    # 64 px rows, and the fine rows move the high-pass view more, for edits of equal norm
+    import generators
+    G = generators.load("gankit-faces").eval()
+    lo_c, hi_c = _edit_energy(G, [0, 1, 2, 3], seeds=2)
+    lo_f, hi_f = _edit_energy(G, [-3, -2, -1], seeds=2)
+    assert lo_c > lo_f
+    assert hi_f > hi_c

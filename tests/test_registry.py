@@ -37,7 +37,10 @@ def test_entries_well_formed():
     families = {m["family"] for m in models}
     assert {"stylegan2", "stylegan2-ada", "stylegan3-t", "stylegan3-r"} <= families
     for m in models:
-        assert m["url"].startswith("https://"), m["name"]
+        if m.get("bundled"):            # shipped in the package: a file, no URL
+            assert m["url"] is None and (registry.BUNDLED_DIR / m["bundled"]).is_file(), m["name"]
+        else:
+            assert m["url"].startswith("https://"), m["name"]
         assert all(u.startswith("https://") for u in m["mirrors"])
         assert m["format"] in registry.FORMATS
         assert m["family"] in registry.FAMILIES
@@ -47,7 +50,8 @@ def test_entries_well_formed():
         assert m["sha256"] is None or (len(m["sha256"]) == 64 and int(m["sha256"], 16) >= 0)
     names = [m["name"] for m in models]
     assert len(set(names)) == len(names)
-    assert len({m["url"] for m in models}) == len(models)
+    urls = [m["url"] for m in models if not m.get("bundled")]
+    assert len(set(urls)) == len(urls)
     for n in ("stylegan2-ffhq-config-f", "stylegan2-ada-ffhq-1024", "stylegan3-t-ffhq-1024",
               "stylegan3-r-afhqv2-512"):
         assert n in names
