@@ -81,7 +81,7 @@ def main():
                 rows[other].append(float(np.mean(A.predict(models[other], img))))
         table[name] = rows
     print(f"\nmean classifier scores along each W boundary (strengths {strengths}); "
-          f"age in years, gender/smile as probability")
+          f"age in years, gender/smile as classifier logits")
     summary = {}
     for name in table:
         print(f"  along {name}:")
