@@ -20,7 +20,8 @@ setup(
         "editing",
         "cli",
     ],
-    package_data={"generators": ["models/*.safetensors", "models/*.md"]},
+    package_data={"generators": ["models/*.safetensors", "models/*.md", "models/*.npz"],
+                  "encoders": ["models/*.safetensors", "models/*.json", "models/*.md"]},
     install_requires=[
         # torch/torchvision ranges admit the 2.14.1 / 0.29.1 wheels of this machine's wheel store.
         "torch>=2.1,<=2.14.1",

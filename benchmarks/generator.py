@@ -30,8 +30,11 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+BENCH = str(Path(__file__).resolve().parent)
+# benchmarks/inversion.py shares its name with the ``inversion`` package: keep this folder out of the way
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != BENCH]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(BENCH)
 from generators import stylegan3  # noqa: E402
 from measure import cpu_seconds, loadavg, matmul_peak, sync  # noqa: E402
 from generators.stylegan2 import Generator  # noqa: E402

@@ -26,9 +26,12 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from inversion import identity  # noqa: E402
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+BENCH = str(Path(__file__).resolve().parent)
+# benchmarks/inversion.py shares its name with the ``inversion`` package: keep this folder out of the way
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != BENCH]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(BENCH)
 from measure import cpu_seconds, loadavg, sync  # noqa: E402
 
 SHARED = ROOT.parent / "shared"

@@ -15,6 +15,7 @@ machines distort timings (see ../shared/research/perf_anchors.md).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,8 +24,11 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+BENCH = str(Path(__file__).resolve().parent)
+# benchmarks/inversion.py shares its name with the ``inversion`` package: keep this folder out of the way
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != BENCH]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(BENCH)
 import generators  # noqa: E402
 from inversion.projection import project, w_stats  # noqa: E402
 from measure import cpu_seconds, loadavg, sync  # noqa: E402

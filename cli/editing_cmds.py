@@ -103,7 +103,7 @@ def parse_strengths(spec):
 def register_edit(main, run_safely, CLIError):
     @main.command()
     @click.option("--generator", "-g", "source", required=True)
-    @click.option("--direction", "-d", "direction", required=True, help="direction file (.npz/.npy/.pt, any supported layout)")
+    @click.option("--direction", "-d", "direction", required=True, help="direction file (.npz/.npy/.pt, any supported layout) or gankit-faces-directions (bundled)")
     @click.option("--index", "-i", default="0", show_default=True, help="direction index or name")
     @click.option("--latents", "-l", default=None, type=click.Path(exists=True, dir_okay=False),
                   help="latent file: gankit's latents.npz (gankit invert) or any format it reads, or an .npz with "

@@ -30,6 +30,12 @@ def _ints(value):
 @click.option("--input-size", default=256, show_default=True, type=int, help="encoder input resolution")
 @click.option("--widths", default=None, help="trunk widths per stage, e.g. 64,128,256,512 (default: paper's)")
 @click.option("--depths", default=None, help="units per stage, e.g. 3,4,14,3 (default: paper's)")
+@click.option("--head-convs", default=None,
+              help="stride-2 convs per map2style head: one int for every row or one per row (default: to 1x1)")
+@click.option("--layers-to-tune", default=None, help="HyperStyle: generator weight layers to refine (default: all "
+              "non-toRGB)")
+@click.option("--hyper-dims", default=None, help="HyperStyle sizes z_dim,hyper_hidden,refine_hidden,refine_out "
+              "(default 512,128,256,512)")
 @click.option("--backbone", default="ir_se", show_default=True, type=click.Choice(["ir_se", "resnet34"]),
               help="ReStyle trunk")
 @click.option("--variant", default="psp", show_default=True, type=click.Choice(["psp", "e4e"]), help="ReStyle rows")
@@ -54,7 +60,8 @@ def _ints(value):
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default="cpu", show_default=True)
 @run_safely
-def encoder(method, generator, data, out_dir, steps, batch, lr, input_size, widths, depths, backbone, variant, iters,
+def encoder(method, generator, data, out_dir, steps, batch, lr, input_size, widths, depths, head_convs,
+            layers_to_tune, hyper_dims, backbone, variant, iters,
             synthetic_fraction, truncation, l2_lambda, lpips_lambda, id_lambda, w_norm_lambda, latent_lambda,
             delta_norm_lambda, w_discriminator_lambda, progressive_start, progressive_every, w_encoder,
             snapshot_every, resume, seed, device):
@@ -62,8 +69,18 @@ def encoder(method, generator, data, out_dir, steps, batch, lr, input_size, widt
     import generators
     from encoders.training import TrainConfig, train
     G = generators.load(generator, device=device)
+    hc = _ints(head_convs)
+    hyper = {}
+    if layers_to_tune is not None:
+        hyper["layers_to_tune"] = _ints(layers_to_tune)
+    if hyper_dims is not None:
+        dims = _ints(hyper_dims)
+        if len(dims) != 4:
+            raise click.BadParameter(f"--hyper-dims needs 4 integers, got {hyper_dims!r}")
+        hyper.update(zip(("z_dim", "hyper_hidden", "refine_hidden", "refine_out"), dims))
     cfg = TrainConfig(method=method, steps=steps, batch=batch, lr=lr, input_size=input_size, widths=_ints(widths),
-                      depths=_ints(depths), backbone=backbone, variant=variant, iters=iters,
+                      depths=_ints(depths), head_convs=(hc[0] if hc and len(hc) == 1 else hc),
+                      hyper=hyper, backbone=backbone, variant=variant, iters=iters,
                       synthetic_fraction=synthetic_fraction, truncation=truncation, l2_lambda=l2_lambda,
                       lpips_lambda=lpips_lambda, id_lambda=id_lambda, w_norm_lambda=w_norm_lambda,
                       latent_lambda=latent_lambda, delta_norm_lambda=delta_norm_lambda,

@@ -136,7 +136,9 @@ def register(main, run_safely, CLIError):
     @click.option("--method", default="projection", show_default=True,
                   type=click.Choice(["projection", "pti"] + list(ENCODER_METHODS)))
     @click.option("--encoder", "encoder", default=None,
-                  help="psp/e4e/restyle/hyperstyle: encoder checkpoint or encoder registry name")
+                  help="psp/e4e/restyle/hyperstyle: encoder checkpoint or encoder registry name  [default for "
+                       "e4e/hyperstyle with gankit-faces (or no --generator): the bundled gankit-faces-e4e / "
+                       "gankit-faces-hyperstyle]")
     @click.option("--iters", default=None, type=click.IntRange(min=1),
                   help="restyle/hyperstyle refinement iterations  [default: the model's, 5]")
     @click.option("--w-encoder", "w_encoder", default=None,
@@ -173,8 +175,11 @@ def register(main, run_safely, CLIError):
 
         if method in ENCODER_METHODS:
             if encoder is None:
-                raise CLIError(f"--method {method} needs --encoder CHECKPOINT (a checkpoint file or an encoder "
-                               f"registry name)")
+                from encoders.registry import default_for
+                encoder = default_for(source or "gankit-faces").get(method)
+                if encoder is None:
+                    raise CLIError(f"--method {method} needs --encoder CHECKPOINT (a checkpoint file or an encoder "
+                                   f"registry name); gankit bundles e4e and hyperstyle encoders only for gankit-faces")
             bad = [_flag(n) for n in _OPTIMIZER_ONLY if _given(n)]
             if bad:
                 raise CLIError(f"{', '.join(bad)} {'does' if len(bad) == 1 else 'do'} not apply to --method {method} "

@@ -105,12 +105,26 @@ def save(path, d: Directions):
         if k in arrays:
             raise ValueError(f"extra key {k!r} clashes with a reserved key")
         arrays[k] = np.asarray(v)
-    with open(path, "wb") as f:
+    from generators.formats.atomic import atomic_path
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
 
 
+BUNDLED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "generators", "models")
+BUNDLED = {"gankit-faces-directions": "gankit-faces-directions.npz"}   # InterFaceGAN age/gender/smile (W)
+
+
+def resolve(path_or_name) -> str:
+    """A file path as is; a bundled direction set's name (``gankit-faces-directions``) -> its file."""
+    p = os.fspath(path_or_name)
+    if not os.path.exists(p) and p in BUNDLED:
+        return os.path.join(BUNDLED_DIR, BUNDLED[p])
+    return p
+
+
 def load(path) -> Directions:
-    """Read gankit's direction ``.npz``."""
+    """Read gankit's direction ``.npz`` (or a bundled set by name)."""
+    path = resolve(path)
     with np.load(path, allow_pickle=False) as f:
         if "format" not in f.files or str(f["format"]) != FORMAT:
             raise ValueError(f"{path}: not a gankit direction file")
@@ -212,8 +226,8 @@ def write_e4e(path, d: Directions, key=0, num_ws=None):
 
 
 def read(path) -> Directions:
-    """Read any supported direction file (sniffed by content)."""
-    p = str(path)
+    """Read any supported direction file (sniffed by content), or a bundled set by name."""
+    p = resolve(path)
     if p.endswith(".npy"):
         return read_interfacegan(p)
     if p.endswith(".npz"):

@@ -10,13 +10,14 @@ from . import hyperstyle, registry
 from .backbones import ArcFace, IRSEBackbone, ResNetBackbone, arcface_input
 from .base import EncoderError, EncoderInverter
 from .building import create, save
+from .bundle import EncoderBundleError, read_bundle, write_bundle
 from .e4e import E4E, Encoder4Editing
 from .hyperstyle import HyperStyle, SharedWeightsHyperNetResNet, synthesize_with_offsets, weight_layers
 from .loading import EncoderCheckpointError, load
 from .psp import PSP, GradualStyleEncoder, WEncoder
 from .restyle import BackboneEncoder, ReStyle, ResNetBackboneEncoder
 
-__all__ = ["load", "create", "save", "cli_invert", "PSP", "E4E", "ReStyle", "HyperStyle", "GradualStyleEncoder", "Encoder4Editing",
+__all__ = ["load", "create", "save", "write_bundle", "read_bundle", "EncoderBundleError", "cli_invert", "PSP", "E4E", "ReStyle", "HyperStyle", "GradualStyleEncoder", "Encoder4Editing",
            "WEncoder", "BackboneEncoder", "ResNetBackboneEncoder", "SharedWeightsHyperNetResNet", "ArcFace",
            "IRSEBackbone", "ResNetBackbone", "arcface_input", "synthesize_with_offsets", "weight_layers",
            "EncoderError", "EncoderCheckpointError", "EncoderInverter", "hyperstyle", "registry"]

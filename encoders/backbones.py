@@ -251,7 +251,9 @@ def resnet_spec_from_state_dict(sd: Mapping[str, torch.Tensor], prefix: str = ""
 class GradualStyleBlock(nn.Module):
     """map2style: ``n_convs`` x (3x3 stride-2 conv + LeakyReLU(0.01)) to 1x1, flatten, EqualLinear.
 
-    Keys ``convs.{0,2,4,...}`` (activations at the odd indices) and ``linear``.
+    Keys ``convs.{0,2,4,...}`` (activations at the odd indices) and ``linear``. The references always
+    use enough convs to reach 1x1; gankit also allows fewer (compact encoders) and then averages the
+    remaining map, which is the identity when it is already 1x1.
     """
 
     def __init__(self, in_channels: int, out_channels: int, n_convs: int):
@@ -264,7 +266,9 @@ class GradualStyleBlock(nn.Module):
         self.out_channels = out_channels
 
     def forward(self, x):
-        x = self.convs(x)                                                      # [N, S, 1, 1]
+        x = self.convs(x)                                                      # [N, S, h, w]
+        if x.shape[-1] > 1 or x.shape[-2] > 1:
+            x = x.mean(dim=(2, 3), keepdim=True)                               # [N, S, 1, 1]
         return self.linear(x.flatten(1))                                      # [N, S]
 
 

@@ -47,32 +47,39 @@ def _check_size(input_size: int) -> None:
 def create(method: str, G: nn.Module, *, backbone: str = "ir_se", variant: str = "psp",
            widths: Optional[Sequence[int]] = None, depths: Optional[Sequence[int]] = None, input_size: int = 256,
            latent_avg: Optional[torch.Tensor] = None, layers_to_tune: Optional[Sequence[int]] = None,
-           w_encoder: Optional[WEncoder] = None, z_dim: int = 512, hyper_hidden: int = 128,
-           refine_hidden: int = 256, refine_out: int = 512):
+           w_encoder: Optional[nn.Module] = None, z_dim: int = 512, hyper_hidden: int = 128,
+           refine_hidden: int = 256, refine_out: int = 512, head_convs=None):
     """A freshly initialised inverter for generator G (``latent_avg`` default: G's w_avg on every row).
 
     ``backbone``: "ir_se" (IR-SE50 stages) or "resnet34" (ReStyle / the HyperStyle hypernet always use
-    ResNet-34 for "hyperstyle"); ``variant`` for ReStyle: "psp" or "e4e" rows.
+    ResNet-34 for "hyperstyle"); ``variant`` for ReStyle: "psp" or "e4e" rows. ``head_convs``: stride-2
+    convs per map2style head (an int for all rows, or one per row; default: down to 1x1 as the papers);
+    fewer make a much smaller encoder (the rest of the map is averaged). ``w_encoder`` (HyperStyle's
+    frozen initial inverter): a WEncoder, or a pSp / e4e encoder module.
     """
     if method not in METHODS:
         raise EncoderError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     _check_size(input_size)
     n, S = G.num_ws, G.w_dim
+    if head_convs is not None:
+        head_convs = [int(head_convs)] * n if isinstance(head_convs, int) else [int(v) for v in head_convs]
+        if len(head_convs) != n or min(head_convs) < 1:
+            raise EncoderError(f"head_convs needs one positive count per W+ row ({n}), got {head_convs}")
     G = G.eval().requires_grad_(False)
     if method in ("psp", "e4e"):
         units = irse_units(_stages(IRSE50_STAGES, widths, depths))
         cls = Encoder4Editing if method == "e4e" else GradualStyleEncoder
-        enc = cls(3, units, n, S, input_size=input_size)
+        enc = cls(3, units, n, S, head_convs=head_convs, input_size=input_size)
         return (E4E if method == "e4e" else PSP)(enc, G, latent_avg, input_size=input_size)
     if method == "restyle":
         if variant not in ("psp", "e4e"):
             raise EncoderError(f"ReStyle variant must be psp or e4e, got {variant!r}")
         if backbone == "resnet34":
             enc = ResNetBackboneEncoder(6, resnet_blocks(_stages(RESNET34_STAGES, widths, depths)), n, S,
-                                        input_size=input_size, progressive=variant == "e4e")
+                                        input_size=input_size, progressive=variant == "e4e", head_convs=head_convs)
         elif backbone == "ir_se":
             enc = BackboneEncoder(6, irse_units(_stages(IRSE50_STAGES, widths, depths)), n, S,
-                                  input_size=input_size, progressive=variant == "e4e")
+                                  input_size=input_size, progressive=variant == "e4e", head_convs=head_convs)
         else:
             raise EncoderError(f"backbone must be ir_se or resnet34, got {backbone!r}")
         return ReStyle(enc, G, latent_avg, input_size=input_size)
@@ -90,7 +97,10 @@ def encoder_type(model) -> str:
     """pSp-family ``encoder_type`` name of a model's trainable network."""
     if isinstance(model, HyperStyle):
         return "SharedWeightsHyperNetResNet"
-    enc = model.encoder
+    return _type_of(model.encoder)
+
+
+def _type_of(enc: nn.Module) -> str:
     if isinstance(enc, Encoder4Editing):
         return "Encoder4Editing"
     if isinstance(enc, GradualStyleEncoder):
@@ -119,7 +129,7 @@ def checkpoint_dict(model, opts: Optional[dict] = None, extra: Optional[dict] = 
              input_size=int(model.input_size), gankit_encoder_version=1)
     if isinstance(model, HyperStyle):
         o.update(layers_to_tune=",".join(map(str, model.hypernet.layers_to_tune)),
-                 n_hypernet_outputs=len(model.hypernet.layer_shapes), w_encoder_type="WEncoder")
+                 n_hypernet_outputs=len(model.hypernet.layer_shapes), w_encoder_type=_type_of(model.w_encoder))
     out = dict(state_dict=sd, opts=o, latent_avg=model.latent_avg.detach().cpu().clone(),
                generator=dict(kind=f"{getattr(G, 'family', 'stylegan2')}.{type(G).__name__}",
                               kwargs=copy.deepcopy(G.init_kwargs),

@@ -48,6 +48,9 @@ def _opts(obj: Mapping) -> dict:
 
 
 def _read(path: Path) -> Any:
+    from .bundle import is_bundle, read_bundle
+    if is_bundle(path):
+        return read_bundle(path)
     from generators.formats import torch_load_safe
     from generators.spec import CheckpointError
     try:
@@ -259,8 +262,9 @@ def load(source: Union[str, Path], device: Union[str, torch.device] = "cpu",
             w_src = str(w_path)
         w_type = opts.get("w_encoder_type", "WEncoder")
         wenc, size = build_encoder(w_sd, w_type if isinstance(w_type, str) else "WEncoder", G.num_ws)
-        if not isinstance(wenc, WEncoder):
-            raise EncoderCheckpointError(f"HyperStyle's initial encoder must be a WEncoder, got {w_type!r}")
+        if not isinstance(wenc, (WEncoder, GradualStyleEncoder)):
+            raise EncoderCheckpointError(f"HyperStyle's initial encoder must be a WEncoder or a pSp/e4e encoder, "
+                                         f"got {w_type!r}")
         model = HyperStyle(hypernet, wenc, G, latent_avg, input_size=_opt_size(opts, 16 * hypernet.feature_size))
         model.meta = dict(source=str(source), kind="hyperstyle", w_encoder=w_src, opts=opts)
         return model.to(device).eval()

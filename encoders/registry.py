@@ -8,6 +8,9 @@ line naming the URL and the two ways around it (pass the downloaded file's path,
 Sources of the links: pSp README "Pretrained Models" (eladrich/pixel2style2pixel); e4e's inference
 notebook ``MODEL_PATHS`` (omertov/encoder4editing); HyperStyle README tables (yuval-alaluf/hyperstyle;
 IDs as copied into public mirrors of that table). No sha256 is published for any of them.
+
+gankit's own encoders for its bundled face model ship inside the package (``encoders/models/``,
+safetensors + JSON config, see MODEL_CARD.md there) and resolve without any cache.
 """
 from __future__ import annotations
 
@@ -25,7 +28,19 @@ def _e(file_id: str, filename: str, method: str, domain: str, desc: str, **extra
                 direct_download=False, sha256=None, **extra)
 
 
+BUNDLED_DIR = Path(__file__).resolve().parent / "models"
+
+
+def _bundled(filename: str, method: str, desc: str) -> dict:
+    return dict(url=None, filename=filename, method=method, domain="faces", description=desc, direct_download=False,
+                sha256=None, bundled=True, generator="gankit-faces")
+
+
 MODELS: Dict[str, dict] = {
+    "gankit-faces-e4e": _bundled("gankit-faces-e4e.safetensors", "e4e",
+                                 "gankit's e4e for its bundled gankit-faces generator (64x64 UTKFace; bundled)"),
+    "gankit-faces-hyperstyle": _bundled("gankit-faces-hyperstyle.safetensors", "hyperstyle",
+                                        "gankit's hypernetwork on top of gankit-faces-e4e (bundled)"),
     "psp-ffhq-encode": _e("1bMTNWkh5LArlaWSc_wa8VKyq2V42T2z0", "psp_ffhq_encode.pt", "psp", "ffhq",
                           "pSp GradualStyleEncoder, FFHQ 1024 StyleGAN2 inversion"),
     "psp-ffhq-frontalization": _e("1_S4THAzXb-97DbpXmanjHtXRyKxqjARv", "psp_ffhq_frontalization.pt", "psp", "ffhq",
@@ -59,7 +74,14 @@ def list_models() -> List[dict]:
 
 
 def cache_path(name: str) -> Path:
+    if MODELS[name].get("bundled"):
+        return BUNDLED_DIR / MODELS[name]["filename"]
     return cache_dir() / "encoders" / MODELS[name]["filename"]
+
+
+def default_for(generator: str):
+    """Name of the bundled encoder of ``method`` trained for a bundled generator, per method (or {})."""
+    return {e["method"]: n for n, e in MODELS.items() if e.get("bundled") and e.get("generator") == generator}
 
 
 def resolve(name: str) -> Path:
@@ -71,5 +93,7 @@ def resolve(name: str) -> Path:
     if p.is_file():
         return p
     e = MODELS[name]
+    if e.get("bundled"):
+        raise RegistryError(f"the bundled encoder file {p} is missing from this installation; reinstall gankit")
     raise RegistryError(f"{name} is not downloaded: get {e['url']} in a browser (Google Drive, no direct link) and "
                         f"pass the file's path, or place it at {p}")

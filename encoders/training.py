@@ -48,6 +48,7 @@ class TrainConfig:
     input_size: int = 256
     widths: Optional[List[int]] = None       # trunk widths per stage (None: IR-SE50 / ResNet-34)
     depths: Optional[List[int]] = None
+    head_convs: Optional[List[int]] = None  # convs per map2style head (None: down to 1x1)
     backbone: str = "ir_se"                 # ReStyle: ir_se | resnet34
     variant: str = "psp"                    # ReStyle: psp | e4e rows
     iters: int = 5                          # ReStyle / HyperStyle refinement steps per batch
@@ -165,18 +166,22 @@ class Trainer:
             state = _read(Path(resume))
             self.step = int(state.get("global_step", 0))
         else:
-            w_enc = None
+            w_enc = latent_avg = None
             if cfg.method == "hyperstyle":
                 if cfg.w_encoder is None:
-                    raise EncoderError("HyperStyle training starts from a trained W encoder: pass --w-encoder PATH "
-                                       "(a pSp-layout WEncoder checkpoint)")
+                    raise EncoderError("HyperStyle training starts from a trained encoder: pass --w-encoder PATH "
+                                       "(a WEncoder, pSp or e4e checkpoint)")
                 from .loading import load
                 w_model = load(cfg.w_encoder)
-                if type(w_model.encoder).__name__ != "WEncoder":
-                    raise EncoderError(f"{cfg.w_encoder} is not a WEncoder checkpoint")
+                if type(w_model).__name__ not in ("PSP", "E4E"):
+                    raise EncoderError(f"{cfg.w_encoder} is not a WEncoder, pSp or e4e checkpoint")
+                if w_model.G.num_ws != G.num_ws or w_model.G.w_dim != G.w_dim:
+                    raise EncoderError(f"{cfg.w_encoder} was trained for another generator shape")
                 w_enc = w_model.encoder
+                latent_avg = w_model.latent_avg.detach().clone()   # codes = w_encoder(x) + its latent_avg
             self.model = create(cfg.method, G, backbone=cfg.backbone, variant=cfg.variant, widths=cfg.widths,
-                                depths=cfg.depths, input_size=cfg.input_size, w_encoder=w_enc, **cfg.hyper)
+                                depths=cfg.depths, input_size=cfg.input_size, w_encoder=w_enc,
+                                head_convs=cfg.head_convs, latent_avg=latent_avg, **cfg.hyper)
             state = None
         self.model.to(self.device)
         self.G = self.model.G.eval().requires_grad_(False)

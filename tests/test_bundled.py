@@ -52,3 +52,66 @@ def test_demo_rejects_unreadable_image(tmp_path):
     res = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "o"), "--image", str(bad), "--steps", "2"])
     assert res.exit_code == 1
     assert res.output.strip().startswith("gankit: error:") and len(res.output.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------- bundled encoders, directions
+
+def _faces(G, n=4, seed=0):
+    z = torch.from_numpy(np.random.RandomState(seed).randn(n, G.z_dim)).float()
+    with torch.no_grad():
+        return G(z, noise_mode="const")
+
+
+def test_bundled_encoders_resolve_and_fit_the_bundled_generator():
+    from encoders import registry as ereg
+    gsha = registry.sha256_file(registry.resolve("gankit-faces"))
+    for name in ("gankit-faces-e4e", "gankit-faces-hyperstyle"):
+        path = ereg.resolve(name)
+        assert path.parent == ereg.BUNDLED_DIR and path.stat().st_size <= 25 * 2 ** 20
+        cfg = json.loads(path.with_suffix(".json").read_text())
+        assert cfg["generator"]["name"] == "gankit-faces" and cfg["generator"]["sha256"] == gsha
+        assert cfg["record"].get("steps", 0) > 0
+    assert (ereg.BUNDLED_DIR / "MODEL_CARD.md").is_file()
+    assert ereg.default_for("gankit-faces") == {"e4e": "gankit-faces-e4e", "hyperstyle": "gankit-faces-hyperstyle"}
+
+
+def test_bundled_e4e_and_hypernetwork_reconstruct():
+    import encoders
+    G = generators.load("gankit-faces").eval()
+    x = _faces(G, 6, seed=11)
+    e4e = encoders.load("gankit-faces-e4e")
+    hs = encoders.load("gankit-faces-hyperstyle")
+    with torch.no_grad():
+        r = e4e.invert(x)
+        h = hs.invert(x)
+        avg = G.synthesis(e4e.latent_avg[None].expand(len(x), -1, -1), noise_mode="const")
+    err = lambda y: float((y - x).square().mean())   # noqa: E731
+    # baseline: the average face; the encoders must explain most of what differs from it
+    assert err(r["images"]) < 0.5 * err(avg) and err(h["images"]) < 0.5 * err(avg)
+    # the hypernetwork starts from the e4e codes and changes the weights
+    assert torch.allclose(h["ws"], r["ws"], atol=1e-5)
+    assert h["offsets"] and all(float(v.abs().max()) > 0 for v in h["offsets"].values())
+
+
+def test_bundled_directions_and_cli_invert_edit(tmp_path):
+    from click.testing import CliRunner
+    from cli.main import main
+    from editing import directions as D
+    from generators.images import save_image, to_uint8
+    d = D.read("gankit-faces-directions")
+    assert {"age", "gender", "smile"} <= set(d.names) and d.space == "w"
+    assert d.generator_sha256 == D.generator_sha256(str(registry.resolve("gankit-faces")))
+    assert np.allclose(np.linalg.norm(d.vectors.reshape(len(d), -1), axis=1), 1.0, atol=1e-5)
+    G = generators.load("gankit-faces").eval()
+    for i, arr in enumerate(to_uint8(_faces(G, 2, seed=3))):
+        save_image(arr, tmp_path / f"face{i}.png")
+    runner = CliRunner()
+    res = runner.invoke(main, ["invert", str(tmp_path / "face0.png"), str(tmp_path / "face1.png"), "--method", "e4e",
+                               "--out", str(tmp_path / "inv")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "inv" / "latents.npz").is_file() and (tmp_path / "inv" / "face0.png").is_file()
+    res = runner.invoke(main, ["edit", "-g", "gankit-faces", "--direction", "gankit-faces-directions", "--index", "age",
+                               "--latents", str(tmp_path / "inv" / "latents.npz"), "--strength=-2:2:3",
+                               "--video", "none", "--out", str(tmp_path / "edit")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "edit" / "grid.png").is_file()

@@ -261,7 +261,7 @@ def test_invert_encoder_one_line_errors(tmp_path):
     (tmp_path / "junk.png").write_text("not an image")
     o = ["--out", str(tmp_path / "o")]
     cases = [
-        (["--method", "e4e"], "needs --encoder"),
+        (["--method", "psp"], "needs --encoder"),
         (["--method", "e4e", "--encoder", psp], "is a psp checkpoint, not e4e (use --method psp)"),
         (["--method", "projection"], "needs --generator"),
         (["--method", "projection", "-g", psp, "--encoder", psp], "--encoder is only for the encoder methods"),
