@@ -207,6 +207,14 @@ def _encoder_type(opts: Mapping, enc_sd: Mapping) -> str:
     return "BackboneEncoder"
 
 
+def _trained_iters(model, opts: Mapping) -> None:
+    """gankit-trained ReStyle/HyperStyle: refine as many times as in training by default (more
+    iterations than trained overshoot); published checkpoints keep the papers' 5."""
+    it = opts.get("iters")
+    if opts.get("gankit_encoder_version") and isinstance(it, int) and not isinstance(it, bool) and it > 0:
+        model.default_iters = it
+
+
 def _find_w_encoder(opts: Mapping, path: Path) -> Path:
     named = opts.get("w_encoder_checkpoint_path")
     tried = []
@@ -266,6 +274,7 @@ def load(source: Union[str, Path], device: Union[str, torch.device] = "cpu",
             raise EncoderCheckpointError(f"HyperStyle's initial encoder must be a WEncoder or a pSp/e4e encoder, "
                                          f"got {w_type!r}")
         model = HyperStyle(hypernet, wenc, G, latent_avg, input_size=_opt_size(opts, 16 * hypernet.feature_size))
+        _trained_iters(model, opts)
         model.meta = dict(source=str(source), kind="hyperstyle", w_encoder=w_src, opts=opts)
         return model.to(device).eval()
     enc_sd = _sub(sd, "encoder.")
@@ -277,6 +286,7 @@ def load(source: Union[str, Path], device: Union[str, torch.device] = "cpu",
     size = _opt_size(opts, size)
     if etype in RESTYLE_TYPES:
         model = ReStyle(encoder, G, latent_avg, input_size=size)
+        _trained_iters(model, opts)
         kind = "restyle_e4e" if RESTYLE_TYPES[etype][1] else "restyle_psp"
     else:
         if start and latent_avg is None:
