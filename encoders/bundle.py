@@ -7,7 +7,7 @@ the training record, and the generator it belongs to by reference (``{"name": re
 "sha256": of that checkpoint file}``) instead of a copy of its weights. Loading checks the hash, so an
 encoder is never silently paired with another generator.
 
-    write_bundle(model, "encoders/models/gankit-faces-e4e", generator="gankit-faces", opts=..., card=...)
+    write_bundle(model, "encoders/models/gankit-faces-e4e", generator="gankit-faces", opts=..., record=...)
     obj = read_bundle(path)   # the same dict a ``.pt`` checkpoint gives (encoders.load uses it)
 """
 from __future__ import annotations
@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Optional
-
-import torch
 
 from .base import EncoderError
 
@@ -86,7 +84,8 @@ def is_bundle(path) -> bool:
 
 
 def read_bundle(path) -> dict:
-    """The checkpoint dict (``state_dict``, ``opts``, ``latent_avg``, ``generator``) of a bundle."""
+    """The checkpoint dict of a bundle (``state_dict``, ``opts``, ``latent_avg``; ``generator`` is the
+    loaded generator module, checked against the recorded sha256)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
     from generators.registry import resolve as resolve_generator, sha256_file
@@ -131,7 +130,5 @@ def read_bundle(path) -> dict:
         if v not in tensors:
             raise EncoderBundleError(f"{js.name}: alias {k} -> {v} names a missing tensor")
         tensors[k] = tensors[v]
-    return dict(state_dict=tensors, opts=dict(config.get("opts") or {}), latent_avg=la,
-                generator=dict(kind=f"{getattr(G, 'family', 'stylegan2')}.{type(G).__name__}",
-                               kwargs=G.init_kwargs, state_dict=G.state_dict()),
+    return dict(state_dict=tensors, opts=dict(config.get("opts") or {}), latent_avg=la, generator=G,
                 record=config.get("record", {}))

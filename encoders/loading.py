@@ -160,8 +160,10 @@ def _generator(obj: Mapping, path: Path) -> nn.Module:
     """The embedded generator: gankit's ``generator`` entry or the rosinality ``decoder.*`` tensors."""
     from generators.loading import build
     from generators.spec import CheckpointError, NetworkSpec
+    g = obj.get("generator")
+    if isinstance(g, nn.Module):                                   # a bundle: already loaded and hash-checked
+        return g.eval().requires_grad_(False)
     try:
-        g = obj.get("generator")
         if isinstance(g, Mapping):
             spec = NetworkSpec(kind=str(g["kind"]), kwargs=dict(g["kwargs"]), state_dict=dict(g["state_dict"]))
         else:
